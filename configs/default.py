@@ -1,0 +1,53 @@
+r"""Every field of a style-transfer run, with its default.
+
+  python scripts/run.py --config=configs/default.py \
+      --config.content=tubingen --config.style=starry_night
+
+Any field can be overridden on the command line: `--config.style_weight=1e3`.
+Images are paths or asset names (tubingen, starry_night, the_great_wave, ...);
+see `nst_jax/image.py` for the list and `NST_ASSETS_DIR` for offline use.
+"""
+
+import ml_collections
+
+
+def get_config() -> ml_collections.ConfigDict:
+  config = ml_collections.ConfigDict()
+
+  # --- Images -----------------------------------------------------------
+  config.content = 'tubingen'        # path or asset name
+  config.style = 'starry_night'      # path or asset name; 'a,b' blends several
+  config.style_blend = ''            # weights of the styles, e.g. '0.7,0.3'; '' = equal
+  config.image_size = 512            # long side of the output (and content), px
+  config.style_scale = 1.0           # style image long side = style_scale * image_size
+
+  # --- Network ----------------------------------------------------------
+  config.weights = ''                # ported VGG19 .npz; '' = weights/vgg19.npz (ported on first use)
+  config.pooling = 'max'             # 'max' (as trained) or 'avg'
+
+  # --- Loss -------------------------------------------------------------
+  config.content_layers = 'block5_conv2'   # comma-separated Keras layer names
+  config.style_layers = 'block1_conv1,block2_conv1,block3_conv1,block4_conv1,block5_conv1'
+  config.style_layer_weights = ''    # per style layer, comma-separated; '' = 1/len each
+  config.normalization = 'seed'      # 'seed' (sums, Gatys) or 'normalized' (size-independent means)
+  config.content_weight = 0.025
+  config.style_weight = 1.0
+  config.tv_weight = 1.0
+
+  # --- Initialisation ---------------------------------------------------
+  config.init = 'content'            # 'content', 'noise', 'style' or a path to an image file
+  config.seed = 0                    # PRNG seed: noise init (split by purpose)
+
+  # --- Optimiser --------------------------------------------------------
+  config.optimizer = 'lbfgs'         # 'lbfgs' (jaxopt), 'optax_lbfgs' or 'adam'
+  config.max_iterations = 300
+  config.history_size = 10           # L-BFGS memory
+  config.linesearch = 'zoom'         # jaxopt line search: 'zoom', 'hager-zhang', 'backtracking'
+  config.max_linesearch_steps = 20
+  config.first_step_fraction = 0.1   # L-BFGS's first step aims to lower the loss by this fraction
+  config.learning_rate = 5.0         # Adam only, Caffe pixel units (0-255)
+
+  # --- Output -----------------------------------------------------------
+  config.snapshot_every = 50         # iterations per compiled chunk; a PNG after each
+
+  return config

@@ -1,0 +1,1 @@
+"""nst_jax: neural style transfer (Gatys et al.) in JAX."""

@@ -1,0 +1,819 @@
+"""Image files in and out: named test images, loading as float RGB, saving PNGs.
+
+Everything else in nst_jax works on `float32[H, W, 3]` RGB arrays in [0, 1];
+this module is the only place that touches image files.
+
+Named images: `ASSETS` maps a short name ('starry_night', 'tubingen', ...) to
+the files described in shared/images/SOURCES.md. `resolve_image` turns a name
+or a path into a local file: an existing path wins, then `$NST_ASSETS_DIR`
+(flat or with content/ and style/ subfolders), then the download cache
+(`$NST_CACHE_DIR/images`, default ~/.cache/nst_jax/images), then a download
+pinned to a commit and checked against its SHA-256. Files whose bytes differ
+from every public source (resized or colour-converted) have no URL and must be
+supplied through `$NST_ASSETS_DIR`, the cache or an explicit path.
+
+Loading: `load_image` decodes with Pillow, applies the EXIF orientation, turns
+every Pillow mode into RGB (transparency over white, 16-bit kept at 16-bit
+precision) and resizes with Lanczos so the long side is `long_side`. Its size
+check runs on the header, before any pixel is decoded.
+
+Saving: `save_png` writes an 8-bit RGB PNG atomically, with text metadata.
+"""
+
+import contextlib
+import hashlib
+import http.client
+import logging
+import os
+import re
+import secrets
+import threading
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+import warnings
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+from PIL import Image, ImageOps, PngImagePlugin, UnidentifiedImageError
+
+from nst_jax.errors import UserError
+
+log = logging.getLogger(__name__)
+
+ASSETS_DIR_ENV = 'NST_ASSETS_DIR'
+CACHE_DIR_ENV = 'NST_CACHE_DIR'
+
+# Refuse to decode more pixels than this unless asked: at 4 bytes a pixel in
+# Pillow plus 12 in float32 RGB, 100 MP is already about 1.6 GB.
+DEFAULT_MAX_PIXELS = 100_000_000
+
+# Pillow decodes 8-bit images into 4 bytes a pixel (RGB is stored as RGBX).
+_PILLOW_BYTES_PER_PIXEL = 4
+_FLOAT_RGB_BYTES_PER_PIXEL = 12
+
+_EXIF_ORIENTATION = 0x0112
+# EXIF orientations whose transposition swaps width and height.
+_SWAPPING_ORIENTATIONS = (5, 6, 7, 8)
+
+
+class Asset(NamedTuple):
+  """A named test image; see shared/images/SOURCES.md for where each came from.
+
+  Attributes:
+    subfolder: 'content' or 'style': its folder under `$NST_ASSETS_DIR`.
+    file: the file name, e.g. 'starry_night.jpg'.
+    sha256: lower-case hex SHA-256 of the file's exact bytes.
+    url: a download URL pinned to a commit whose file has exactly these bytes,
+      or None where no public copy has them.
+    no_url_reason: why `url` is None (shown in the error), '' when it is set.
+  """
+  subfolder: str
+  file: str
+  sha256: str
+  url: str | None
+  no_url_reason: str = ''
+
+
+def _github_raw(repo: str, commit: str, path: str) -> str:
+  """The raw.githubusercontent.com URL of `path` in `repo` at `commit`."""
+  return (f'https://raw.githubusercontent.com/{repo}/{commit}/'
+          f'{urllib.parse.quote(path)}')
+
+
+_GATYS = 'leongatys/PytorchNeuralStyleTransfer'
+_RESIZED = 'resized from its source, so no public copy has these bytes'
+_SKIMAGE = 'it comes from the scikit-image 0.26.0 wheel, not a URL'
+
+ASSETS: Mapping[str, Asset] = {
+    # Style images (paintings).
+    'starry_night': Asset(
+        'style', 'starry_night.jpg',
+        '228bebf0dd424ea4f740d8d88a67f2960424c166e638086c1ec529260d2e3832',
+        _github_raw(_GATYS, 'be6c8e2b35568669a5a0ac10b66c912207ad355d',
+                    'Images/vangogh_starry_night.jpg')),
+    'the_great_wave': Asset(
+        'style', 'the_great_wave.jpg',
+        'bac05e0bfecd0bdb711b05fdb0227eae1642bdb13ec08183c037203ae089c5d1',
+        None, 'converted from Adobe RGB to sRGB, so no public copy has these '
+        'bytes'),
+    'the_scream': Asset(
+        'style', 'the_scream.jpg',
+        'cca625b487416bceb0cff0a714e5c20436b907e94ff1689d1f5c6c730db3db62',
+        None, _RESIZED),
+    'composition_vii': Asset(
+        'style', 'composition_vii.jpg',
+        '8f992ed4aecd6dd56972d7bc8166761de7c94e670ee6effa8fd05f3daeb33409',
+        _github_raw('jcjohnson/fast-neural-style',
+                    '813c83441953ead2adb3f65f4cc2d5599d735fa7',
+                    'images/styles/composition_vii.jpg')),
+    'shipwreck_minotaur': Asset(
+        'style', 'shipwreck_minotaur.jpg',
+        '05e6d80cee6b2df5c3425f8f59105e62804d8a7ffe688aa69739c1f787a09dd9',
+        _github_raw('lengstrom/fast-style-transfer',
+                    '0d3d981f7ab948253d355585bdbdfa914247b4d0',
+                    'examples/style/the_shipwreck_of_the_minotaur.jpg')),
+    'klimt_the_kiss': Asset(
+        'style', 'klimt_the_kiss_detail.png',
+        'fcea4cbcfe3d6c6520f54381d4252316444de805328d7f7f31a29040c8bfdcc1',
+        # This commit is only on the repository's pull request #6; GitHub still
+        # serves raw files of it by hash.
+        _github_raw(_GATYS, '213dc46c1a8cded5cf561f6a22596443836b0faa',
+                    'Images/kiss.png')),
+    'starry_night_over_the_rhone': Asset(
+        'style', 'starry_night_over_the_rhone.jpg',
+        '286fb4794c1adf2f012582dd813f2c80454b338122f67f60ec9148c9971275b7',
+        None, _RESIZED),
+    # Content images (photographs).
+    'tubingen': Asset(
+        'content', 'tubingen.jpg',
+        'e67d1869f01fd805385c681a80d9ebcf0f70ea4a5fe6127f0606bb1c7f4bf506',
+        _github_raw(_GATYS, 'be6c8e2b35568669a5a0ac10b66c912207ad355d',
+                    'Images/Tuebingen_Neckarfront.jpg')),
+    'moraine_lake': Asset(
+        'content', 'moraine_lake.jpg',
+        '917fbeca5b3b74fd31d3a78719f654714754be5fe1fdfc880b234c9f94718f55',
+        None, _RESIZED),
+    'london_street_rain': Asset(
+        'content', 'london_street_rain.jpg',
+        '2ea6a0b7f231590d6c60466df334b2f82db45626e0a84ec3c8c9b194807680d5',
+        None, _RESIZED),
+    'neuschwanstein': Asset(
+        'content', 'neuschwanstein.jpg',
+        '80d3961b6b3a618d717e22cd4d06572b80d48cdec85dde8e6f70ec4a595ac55d',
+        None, _RESIZED),
+    'astronaut': Asset(
+        'content', 'astronaut.png',
+        '88431cd9653ccd539741b555fb0a46b61558b301d4110412b5bc28b5e3ea6cb5',
+        None, _SKIMAGE),
+    'chelsea': Asset(
+        'content', 'chelsea.png',
+        '596aa1e7cb875eb79f437e310381d26b338a81c2da23439704a73c4651e8c4bb',
+        None, _SKIMAGE),
+}
+
+
+# ---------------------------------------------------------------------------
+# Finding named images.
+
+
+def image_cache_dir() -> Path:
+  """Download cache: `$NST_CACHE_DIR/images`, else ~/.cache/nst_jax/images."""
+  root = os.environ.get(CACHE_DIR_ENV)
+  base = Path(root).expanduser() if root else Path.home() / '.cache' / 'nst_jax'
+  return base / 'images'
+
+
+def sha256_of(path: str | os.PathLike[str]) -> str:
+  """Lower-case hex SHA-256 of the bytes of the file at `path`."""
+  with open(path, 'rb') as f:
+    return hashlib.file_digest(f, 'sha256').hexdigest()
+
+
+def _asset_name(spec: str, assets: Mapping[str, Asset]) -> str | None:
+  """The registry name `spec` stands for: a name, file name or file stem."""
+  key = spec.strip().lower()
+  if key in assets:
+    return key
+  for name, asset in assets.items():
+    if key in (asset.file.lower(), Path(asset.file).stem.lower()):
+      return name
+  return None
+
+
+def resolve_image(spec: str | os.PathLike[str], *,
+                  assets: Mapping[str, Asset] | None = None) -> Path:
+  """The local file for an image path or a registry name, downloading if needed.
+
+  Order: `spec` as an existing file; else the registry name (also accepted
+  with its extension, e.g. 'starry_night.jpg') looked up as
+  `$NST_ASSETS_DIR/<file>`, `$NST_ASSETS_DIR/<subfolder>/<file>`, the cache
+  (`image_cache_dir()/<file>`), and last a download into the cache.
+
+  A file in `$NST_ASSETS_DIR` whose SHA-256 differs from the registry is used
+  with a warning (the folder is the user's); a cached one is downloaded again,
+  or refused when the image has no URL.
+
+  Args:
+    spec: a path to an image file, or a key of `assets`.
+    assets: the registry to look names up in; `ASSETS` when None.
+
+  Returns:
+    The path of an existing file. Only that the file exists is checked here;
+    `load_image` finds out whether it decodes.
+
+  Raises:
+    UserError: `spec` is a directory, neither a file nor a known name, or a
+      named image can be neither found nor downloaded.
+  """
+  assets = ASSETS if assets is None else assets
+  path = Path(spec).expanduser()
+  if path.is_file():
+    return path
+  if path.is_dir():
+    raise UserError(f'{spec} is a directory, not an image; pass an image file '
+                    'or a named image')
+  name = _asset_name(str(spec), assets)
+  if name is None:
+    raise UserError(
+        f'{str(spec)!r} is neither an existing image file nor a known image '
+        f'name; check the path, or use one of: {", ".join(sorted(assets))}')
+  return _find_asset(name, assets[name])
+
+
+def _find_asset(name: str, asset: Asset) -> Path:
+  """The local file of registry entry `asset` (see `resolve_image`)."""
+  assets_dir = os.environ.get(ASSETS_DIR_ENV)
+  if assets_dir:
+    root = Path(assets_dir).expanduser()
+    if not root.is_dir():
+      # Falling back to a download would hide the typo, so stop here.
+      raise UserError(
+          f'{ASSETS_DIR_ENV}={assets_dir} is not a directory (relative paths '
+          f'count from {Path.cwd()}); point it at the folder with content/ and '
+          'style/ (e.g. shared/images) or unset it')
+    for candidate in (root / asset.file, root / asset.subfolder / asset.file):
+      if candidate.is_file():
+        digest = sha256_of(candidate)
+        if digest != asset.sha256:
+          log.warning(
+              '%s has sha256 %s, not the %s expected for %r; using it anyway '
+              'because it is in %s', candidate, digest, asset.sha256, name,
+              ASSETS_DIR_ENV)
+        return candidate
+
+  cached = image_cache_dir() / asset.file
+  where = (f'put {asset.file} in ${ASSETS_DIR_ENV} or '
+           f'${ASSETS_DIR_ENV}/{asset.subfolder}/ (e.g. {ASSETS_DIR_ENV}='
+           f'shared/images), copy it to {cached}, or pass its path')
+  if cached.is_file():
+    if sha256_of(cached) == asset.sha256:
+      return cached
+    if asset.url is None:
+      raise UserError(f'{cached} does not match the sha256 of {name!r} '
+                      f'({asset.sha256}); delete it and {where}')
+    log.warning('%s does not match the sha256 of %r; downloading it again',
+                cached, name)
+  if asset.url is None:
+    raise UserError(f'{name!r} cannot be downloaded ({asset.no_url_reason}); '
+                    f'{where}')
+  try:
+    return download(asset.url, cached, asset.sha256)
+  except UserError as e:
+    raise UserError(f'{e}, or set {ASSETS_DIR_ENV} to a folder that holds '
+                    f'{asset.file}') from e
+
+
+# ---------------------------------------------------------------------------
+# Downloads.
+
+# Indirection so tests can skip the backoff waits.
+_sleep = time.sleep
+
+_USER_AGENT = 'nst_jax'
+
+
+class _TransferError(Exception):
+  """A download stopped early or went wrong in a way worth retrying."""
+
+
+def _retryable(error: Exception) -> bool:
+  """Whether another try may succeed after `error` from `_fetch`."""
+  if isinstance(error, urllib.error.HTTPError):
+    # Timeouts, rate limits and server errors pass; 404s and 403s do not.
+    return error.code in (408, 425, 429) or error.code >= 500
+  return True
+
+
+def download(url: str, dest: str | os.PathLike[str], sha256: str, *,
+             tries: int = 3, backoff_s: float = 1.0,
+             timeout_s: float = 60.0) -> Path:
+  """Downloads `url` to `dest` if its SHA-256 is `sha256`.
+
+  Bytes go to `<dest>.part`, which a later try (or a later call) resumes with
+  an HTTP Range request; `dest` only appears, by an atomic rename, once the
+  whole file is there and its checksum matches. Network failures, 408/429/5xx
+  answers and short reads are retried `tries` times in all, waiting
+  `backoff_s`, 2 * `backoff_s`, ... seconds between tries.
+
+  Args:
+    url: an http(s) URL.
+    dest: the final file path; its folder is created.
+    sha256: lower-case hex SHA-256 the file must have.
+    tries: attempts in all, >= 1.
+    backoff_s: the first wait between attempts, in seconds; doubles each time.
+    timeout_s: socket timeout of each attempt, in seconds.
+
+  Returns:
+    `dest` as a Path.
+
+  Raises:
+    UserError: every try failed, the checksum does not match, or the folder is
+      not writable. The message gives the URL and the path to save it to.
+  """
+  dest = Path(dest)
+  by_hand = f'fetch it by hand and save it as {dest}'
+  try:
+    dest.parent.mkdir(parents=True, exist_ok=True)
+  except OSError as e:
+    raise UserError(f'cannot create the download folder {dest.parent} '
+                    f'({e.strerror or e}); set {CACHE_DIR_ENV} to a writable '
+                    f'folder, or fetch {url} by hand and save it as {dest}'
+                    ) from e
+  if tries < 1:
+    raise ValueError(f'tries must be >= 1, got {tries}')
+  part = dest.with_name(dest.name + '.part')
+  last_error: Exception | None = None
+  for attempt in range(tries):
+    if attempt:
+      wait_s = backoff_s * 2 ** (attempt - 1)
+      log.warning('download of %s failed (%s); try %d of %d in %.1f s', url,
+                  last_error, attempt + 1, tries, wait_s)
+      _sleep(wait_s)
+    try:
+      resumed = _fetch(url, part, timeout_s)
+    except (_TransferError, http.client.HTTPException, OSError) as e:
+      # OSError covers urllib's URLError and HTTPError, socket timeouts and
+      # resets; UserError (disk trouble) is a ValueError and propagates.
+      last_error = e
+      if not _retryable(e):
+        break
+      continue
+    digest = sha256_of(part)
+    if digest == sha256:
+      os.replace(part, dest)
+      log.info('downloaded %s to %s', url, dest)
+      return dest
+    part.unlink(missing_ok=True)
+    if resumed:
+      # The old part may come from a different file; start over from byte 0.
+      last_error = _TransferError('resumed file has the wrong sha256')
+      continue
+    raise UserError(
+        f'{url} has sha256 {digest}, not the expected {sha256} (the file '
+        f'changed or the download was altered); get it from a trusted copy '
+        f'and save it as {dest}')
+  raise UserError(f'could not download {url} after {attempt + 1} '
+                  f'{"try" if attempt == 0 else "tries"} ({last_error}); '
+                  f'{by_hand}')
+
+
+def _content_range_start(value: str | None) -> int | None:
+  """START of a 'bytes START-END/TOTAL' Content-Range; None if unparsable."""
+  match = re.fullmatch(r'\s*bytes\s+(\d+)-\d+/(?:\d+|\*)\s*', value or '')
+  return int(match[1]) if match else None
+
+
+def _fetch(url: str, part: Path, timeout_s: float) -> bool:
+  """One attempt at bringing `part` up to the whole of `url`.
+
+  Returns:
+    Whether the result kept bytes from an earlier attempt (a resume).
+
+  Raises:
+    _TransferError, OSError, http.client.HTTPException: worth another try
+      (urllib.error.HTTPError carries the status code).
+    UserError: `part` cannot be written.
+  """
+  offset = part.stat().st_size if part.is_file() else 0
+  request = urllib.request.Request(url, headers={'User-Agent': _USER_AGENT})
+  if offset:
+    request.add_header('Range', f'bytes={offset}-')
+  try:
+    response = urllib.request.urlopen(request, timeout=timeout_s)
+  except urllib.error.HTTPError as e:
+    if e.code == 416 and offset:
+      # Nothing left past `offset`: the part is probably complete already;
+      # the caller's checksum decides.
+      e.close()
+      return True
+    raise
+  with response:
+    if offset and response.status == 206:
+      if _content_range_start(response.headers.get('Content-Range')) != offset:
+        part.unlink(missing_ok=True)
+        raise _TransferError('server resumed at the wrong byte')
+      mode = 'ab'
+    else:
+      # A plain 200 means the server ignored the Range: start over.
+      offset, mode = 0, 'wb'
+    length = response.headers.get('Content-Length', '')
+    expected = int(length) if length.isdigit() else None
+    received = 0
+    try:
+      f = open(part, mode)
+    except OSError as e:
+      raise UserError(f'cannot write {part} ({e.strerror or e}); set '
+                      f'{CACHE_DIR_ENV} to a writable folder') from e
+    with f:
+      while chunk := response.read(1 << 16):
+        try:
+          f.write(chunk)
+        except OSError as e:
+          raise UserError(f'cannot write {part} ({e.strerror or e}); free '
+                          f'some disk space or set {CACHE_DIR_ENV}') from e
+        received += len(chunk)
+      f.flush()
+      os.fsync(f.fileno())
+  # http.client returns b'' instead of raising when the peer closes early.
+  if expected is not None and received < expected:
+    raise _TransferError(f'connection closed after {received} of {expected} '
+                         'bytes')
+  return offset > 0
+
+
+# ---------------------------------------------------------------------------
+# Loading.
+
+_pillow_limit_lock = threading.Lock()
+
+
+def _checked_path(path: str | os.PathLike[str]) -> Path:
+  """`path` as a Path if it is an existing file, else a UserError saying why."""
+  path = Path(path).expanduser()
+  if not path.exists():
+    raise UserError(f'image file not found: {path}; check the path')
+  if path.is_dir():
+    raise UserError(f'{path} is a directory, not an image file; pass the path '
+                    'of an image file')
+  return path
+
+
+@contextlib.contextmanager
+def _open_image(path: Path) -> Iterator[Image.Image]:
+  """Pillow's lazy open of `path` (header only), errors as UserError.
+
+  Pillow's own decompression-bomb check is off while the header is read: the
+  callers check the size against their own limit, which may allow a huge JPEG
+  that will be decoded at 1/8 scale.
+  """
+  try:
+    with _pillow_limit_lock:
+      saved = Image.MAX_IMAGE_PIXELS
+      Image.MAX_IMAGE_PIXELS = None
+      try:
+        image = Image.open(path)
+      finally:
+        Image.MAX_IMAGE_PIXELS = saved
+  except UnidentifiedImageError as e:
+    raise UserError(f'{path} is not an image file Pillow can read; pass a '
+                    'PNG, JPEG, TIFF, WebP or similar file') from e
+  except PermissionError as e:
+    raise UserError(f'cannot read {path} (permission denied); check its '
+                    'permissions') from e
+  except Exception as e:  # pylint: disable=broad-except
+    # Corrupt headers surface as OSError, SyntaxError, ValueError, struct.error
+    # and more, depending on the plugin.
+    raise UserError(f'{path} is corrupt ({type(e).__name__}: {e}); re-export '
+                    'or re-download it') from e
+  with image:
+    yield image
+
+
+def _orientation(image: Image.Image) -> int:
+  """The EXIF orientation (1-8) from the header, 1 when absent or unreadable."""
+  try:
+    # The base-class getexif reads only what the header parse found; PNG's
+    # override would decode every pixel to look for a late eXIf chunk.
+    value = Image.Image.getexif(image).get(_EXIF_ORIENTATION, 1)
+  except Exception:  # pylint: disable=broad-except
+    return 1
+  return value if value in range(1, 9) else 1
+
+
+def read_image_size(path: str | os.PathLike[str]) -> tuple[int, int]:
+  """(height, width) in pixels as displayed, from the header only.
+
+  EXIF orientations 5-8 (a quarter turn) swap the stored width and height,
+  as `load_image` does when it applies them.
+
+  Raises:
+    UserError: the file is missing, a directory or not a readable image.
+  """
+  path = _checked_path(path)
+  with _open_image(path) as image:
+    width, height = image.size
+    if _orientation(image) in _SWAPPING_ORIENTATIONS:
+      width, height = height, width
+  return height, width
+
+
+def resized_hw(hw: tuple[int, int], long_side: int | None) -> tuple[int, int]:
+  """(height, width) after scaling so the long side is `long_side` pixels.
+
+  The short side is rounded half up and kept >= 1; None keeps `hw` as is.
+  Pure integer arithmetic, so callers can validate sizes before compiling and
+  always agree with `load_image`.
+  """
+  height, width = hw
+  if height < 1 or width < 1:
+    raise ValueError(f'image size must be positive, got {hw}')
+  if long_side is None:
+    return height, width
+  long = max(height, width)
+
+  def scale(side: int) -> int:
+    return max(1, (2 * side * long_side + long) // (2 * long))
+
+  return scale(height), scale(width)
+
+
+def image_size_for(path: str | os.PathLike[str],
+                   long_side: int | None = None) -> tuple[int, int]:
+  """(height, width) that `load_image(path, long_side)` returns; no decoding."""
+  _check_long_side(long_side)
+  return resized_hw(read_image_size(path), long_side)
+
+
+def _check_long_side(long_side: int | None) -> None:
+  if long_side is None:
+    return
+  if (isinstance(long_side, bool) or not isinstance(long_side, int)
+      or long_side < 1):
+    raise UserError(f'long_side must be a positive number of pixels, got '
+                    f'{long_side!r}')
+
+
+def _too_big(path: Path, size: tuple[int, int], max_pixels: int,
+             long_side: int | None) -> UserError:
+  width, height = size
+  pixels = width * height
+  per_pixel = _PILLOW_BYTES_PER_PIXEL
+  if long_side is None:
+    per_pixel += _FLOAT_RGB_BYTES_PER_PIXEL
+  fix = 'downscale the file first or raise max_pixels'
+  if long_side is not None:
+    fix += ' (only JPEGs can be shrunk while decoding)'
+  return UserError(
+      f'{path} is {width}x{height} pixels ({pixels / 1e6:.1f} MP), over the '
+      f'{max_pixels / 1e6:g} MP limit; loading it needs about '
+      f'{pixels * per_pixel / 2**30:.1f} GiB of memory; {fix}')
+
+
+def _shrink_on_decode(image: Image.Image, path: Path, long_side: int | None,
+                      max_pixels: int) -> None:
+  """Makes `image` decode to <= max_pixels pixels (JPEG DCT scaling) or raises.
+
+  Picks the smallest scale (1/2, 1/4, 1/8) that fits, so the Lanczos resize
+  that follows still starts from as many pixels as the limit allows.
+  """
+  width, height = image.size
+  if long_side is not None:
+    for scale in (2, 4, 8):
+      if min(width, height) < scale:
+        break
+      drafted = (-(-width // scale), -(-height // scale))
+      if drafted[0] * drafted[1] > max_pixels:
+        continue
+      # Pillow picks the largest scale s with size // request >= s, so
+      # requesting size // scale gives exactly `scale`.
+      if (image.draft(None, (width // scale, height // scale)) is not None
+          and image.size == drafted):
+        log.info('%s: decoding %dx%d at 1/%d scale to stay under %d pixels',
+                 path, width, height, scale, max_pixels)
+        return
+      break  # This format cannot be shrunk while decoding.
+  raise _too_big(path, (width, height), max_pixels, long_side)
+
+
+# Modes that carry (or may carry, via info['transparency']) an alpha channel.
+_ALPHA_MODES = ('RGBA', 'RGBa', 'LA', 'La', 'PA')
+_SIXTEEN_BIT_MODES = ('I;16', 'I;16L', 'I;16B', 'I;16N')
+
+
+def _to_rgb_or_gray(image: Image.Image) -> Image.Image | np.ndarray:
+  """A decoded image as 8-bit Pillow 'RGB'/'L', or float32[H, W] gray in [0, 1].
+
+  Transparent pixels are composited over white. High-bit-depth gray ('I;16*',
+  'I', 'F') comes back as floats so no precision is lost to 8 bits.
+  """
+  mode = image.mode
+  if mode in _SIXTEEN_BIT_MODES:
+    return np.asarray(image).astype(np.float32) / 65535.0
+  if mode == 'I':
+    # 32-bit ints hold 16-bit samples in practice (16-bit PNG, PGM, TIFF);
+    # anything above is clipped rather than guessed at.
+    return np.clip(np.asarray(image).astype(np.float32) / 65535.0, 0.0, 1.0)
+  if mode == 'F':
+    # There is no convention for float files' range; assume [0, 1].
+    return np.clip(np.nan_to_num(np.asarray(image, np.float32)), 0.0, 1.0)
+  if mode in _ALPHA_MODES or 'transparency' in image.info:
+    if mode == 'La':
+      image = image.convert('LA')  # Pillow has no direct La -> RGBA.
+    rgba = image.convert('RGBA')
+    white = Image.new('RGBA', rgba.size, (255, 255, 255, 255))
+    white.alpha_composite(rgba)
+    return white.convert('RGB')
+  if mode in ('L', 'RGB'):
+    return image
+  if mode == '1':
+    return image.convert('L')
+  # P, CMYK, YCbCr, LAB, HSV, RGBX, ...: Pillow's own conversions.
+  return image.convert('RGB')
+
+
+def _resize(pixels: Image.Image | np.ndarray,
+            hw: tuple[int, int]) -> np.ndarray:
+  """Lanczos-resizes to `hw` and returns float32[H, W, 3] in [0, 1]."""
+  height, width = hw
+  if isinstance(pixels, np.ndarray):
+    if pixels.shape != hw:
+      # Mode 'F' keeps the 16-bit precision through the resize.
+      pixels = np.asarray(Image.fromarray(pixels).resize(
+          (width, height), Image.Resampling.LANCZOS))
+      pixels = np.clip(pixels, 0.0, 1.0)  # Lanczos overshoots at edges.
+    gray = pixels.astype(np.float32)
+    return np.repeat(gray[:, :, None], 3, axis=2)
+  if pixels.size != (width, height):
+    # Pillow's resize widens the kernel when shrinking, i.e. antialiases.
+    pixels = pixels.resize((width, height), Image.Resampling.LANCZOS)
+  array = np.asarray(pixels, dtype=np.float32) / 255.0
+  if array.ndim == 2:
+    array = np.repeat(array[:, :, None], 3, axis=2)
+  return array
+
+
+def load_image(path: str | os.PathLike[str], long_side: int | None = None, *,
+               max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
+  """Reads an image file as RGB floats, optionally resized.
+
+  Any Pillow mode works: transparency is composited over white, CMYK, YCbCr,
+  LAB, palette, 1-bit and gray images become RGB, and 16-bit gray keeps its
+  precision (65535 -> 1.0). The EXIF orientation is applied. Only the first
+  frame of animations is read; ICC profiles are ignored (pixels are taken as
+  sRGB).
+
+  Args:
+    path: an image file.
+    long_side: if set, Lanczos-resize (antialiased) so that max(H, W) equals
+      it, keeping the aspect ratio (see `resized_hw`); may upscale.
+    max_pixels: refuse files whose header says width * height exceeds this,
+      before decoding. With `long_side` set, a bigger JPEG is accepted if
+      decoding it at 1/2, 1/4 or 1/8 scale fits.
+
+  Returns:
+    float32[H, W, 3] in [0, 1], C-contiguous.
+
+  Raises:
+    UserError: missing, unreadable, not an image, truncated or corrupt, too
+      large, or a bad `long_side`.
+  """
+  _check_long_side(long_side)
+  if isinstance(max_pixels, bool) or not isinstance(max_pixels, int) or (
+      max_pixels < 1):
+    raise UserError(f'max_pixels must be a positive integer, got '
+                    f'{max_pixels!r}')
+  path = _checked_path(path)
+  with _open_image(path) as image:
+    width, height = image.size
+    if width * height > max_pixels:
+      _shrink_on_decode(image, path, long_side, max_pixels)
+    try:
+      with warnings.catch_warnings():
+        # Our own limit above already applies; Pillow's would only repeat it.
+        warnings.simplefilter('ignore', Image.DecompressionBombWarning)
+        image.load()  # Decode every pixel now, so truncation raises here.
+    except Image.DecompressionBombError as e:
+      raise _too_big(path, image.size, max_pixels, long_side) from e
+    except MemoryError:
+      raise
+    except Exception as e:  # pylint: disable=broad-except
+      raise UserError(f'{path} is truncated or corrupt ({e}); re-export or '
+                      're-download it') from e
+    try:
+      decoded = ImageOps.exif_transpose(image)
+    except Exception as e:  # pylint: disable=broad-except
+      # Bad EXIF should not cost the pixels; read_image_size also ignores it.
+      log.warning('%s: ignoring unreadable EXIF orientation (%s)', path, e)
+      decoded = image.copy()
+    # exif_transpose either keeps the size or swaps the two sides.
+    swapped = decoded.size != image.size
+  # Size from the header, not from a 1/n-scale decode, so the result matches
+  # image_size_for(path, long_side) exactly.
+  target = resized_hw((width, height) if swapped else (height, width),
+                      long_side)
+  return np.ascontiguousarray(_resize(_to_rgb_or_gray(decoded), target))
+
+
+# ---------------------------------------------------------------------------
+# Saving.
+
+_PNG_KEY_RE = re.compile(r'[\x20-\x7e\xa1-\xff]{1,79}')
+
+
+def _png_info(metadata: Mapping[str, str] | None) -> PngImagePlugin.PngInfo:
+  """Text chunks for `metadata`: tEXt for Latin-1 values, else UTF-8 iTXt."""
+  info = PngImagePlugin.PngInfo()
+  for key, value in (metadata or {}).items():
+    # PNG keywords: 1-79 printable Latin-1 characters, no leading, trailing or
+    # double spaces.
+    if (not isinstance(key, str) or not _PNG_KEY_RE.fullmatch(key)
+        or key != key.strip() or '  ' in key):
+      raise ValueError(f'invalid PNG metadata key {key!r}: use 1-79 printable '
+                       'Latin-1 characters without leading/trailing spaces')
+    if not isinstance(value, str) or '\0' in value:
+      raise ValueError(f'PNG metadata value for {key!r} must be a str without '
+                       f'NUL characters, got {type(value).__name__}')
+    # Compress long values (configs); small ones stay readable to any tool.
+    info.add_text(key, value, zip=len(value) > 1024)
+  return info
+
+
+def save_png(path: str | os.PathLike[str], image: np.ndarray,
+             metadata: Mapping[str, str] | None = None) -> Path:
+  """Writes `image` as an 8-bit RGB PNG, atomically, with text metadata.
+
+  Pixels are `round(clip(image, 0, 1) * 255)`. The file is written to a
+  temporary name in the same folder, fsynced and renamed over `path`, so
+  readers never see a half-written PNG. The same input gives the same bytes.
+
+  Args:
+    path: the PNG to write; missing parent folders are created.
+    image: float[H, W, 3] RGB in [0, 1] (numpy or jax); values outside are
+      clipped.
+    metadata: text chunks to store, in this order; see `read_png_metadata`.
+
+  Returns:
+    `path` as a Path.
+
+  Raises:
+    ValueError: `image` is not float[H, W, 3], contains NaN, or a metadata
+      key/value is not storable in PNG.
+    UserError: the folder cannot be created or written.
+  """
+  path = Path(path).expanduser()
+  array = np.asarray(image)
+  if array.ndim != 3 or array.shape[2] != 3 or 0 in array.shape:
+    raise ValueError(f'save_png wants an image of shape [H, W, 3], got '
+                     f'{array.shape}')
+  if array.dtype.kind in 'biu':
+    raise ValueError(f'save_png wants floats in [0, 1], got {array.dtype}')
+  array = array.astype(np.float32)
+  if np.isnan(array).any():
+    raise ValueError(f'image to save as {path} contains NaN')
+  pixels = np.round(np.clip(array, 0.0, 1.0) * 255.0).astype(np.uint8)
+  info = _png_info(metadata)
+
+  folder = path.parent
+  if path.is_dir():
+    raise UserError(f'{path} is a directory; give a file name ending in .png')
+  try:
+    folder.mkdir(parents=True, exist_ok=True)
+    # O_EXCL + random name: no clash with a concurrent writer; mode 0o666 lets
+    # the umask decide the final permissions, as for any new file.
+    tmp = folder / f'.{path.name}.{secrets.token_hex(4)}.tmp'
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL
+                 | getattr(os, 'O_BINARY', 0), 0o666)
+  except OSError as e:
+    raise UserError(
+        f'cannot write to the folder {folder} ({e.strerror or e}); check its '
+        'permissions or choose another output path') from e
+  try:
+    with os.fdopen(fd, 'wb') as f:
+      Image.fromarray(pixels).save(f, format='PNG', pnginfo=info,
+                                   compress_level=6)
+      f.flush()
+      os.fsync(f.fileno())
+    os.replace(tmp, path)
+  except BaseException as e:
+    tmp.unlink(missing_ok=True)
+    if isinstance(e, OSError):
+      raise UserError(f'cannot write {path} ({e.strerror or e}); check free '
+                      'space and permissions') from e
+    raise
+  _fsync_dir(folder)
+  return path
+
+
+def _fsync_dir(folder: Path) -> None:
+  """Makes the rename durable on POSIX; no-op where folders can't be opened."""
+  try:
+    fd = os.open(folder, os.O_RDONLY)
+  except OSError:
+    return
+  try:
+    os.fsync(fd)
+  except OSError:
+    pass
+  finally:
+    os.close(fd)
+
+
+def read_png_metadata(path: str | os.PathLike[str]) -> dict[str, str]:
+  """The text chunks (tEXt, zTXt, iTXt) of a PNG as {key: value}.
+
+  Raises:
+    UserError: the file is missing, not a PNG, or corrupt.
+  """
+  path = _checked_path(path)
+  try:
+    with Image.open(path, formats=['PNG']) as image:
+      return {str(k): str(v) for k, v in image.text.items()}
+  except UnidentifiedImageError as e:
+    raise UserError(f'{path} is not a PNG file; pass a PNG written by '
+                    'save_png') from e
+  except Exception as e:  # pylint: disable=broad-except
+    raise UserError(f'{path} is corrupt ({e}); re-create it') from e

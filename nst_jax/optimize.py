@@ -1,0 +1,199 @@
+"""On-device optimisation of the image: L-BFGS (jaxopt or optax) or Adam.
+
+Every optimiser is driven the same way: `init` evaluates the loss once at the
+starting image, then `run_chunk` performs up to `num_steps` iterations inside a
+single jit-compiled `lax.while_loop`, so the host only sees the image between
+chunks (to log and save). A chunked run therefore equals one long run: the
+carry holds the whole optimiser state.
+
+The carry (`OptState`) also counts value-and-gradient evaluations: the start
+point, every line-search trial, and the extra "safe" step a failed jaxopt zoom
+search takes (jaxopt's own `num_fun_eval` would also count a start-point
+re-evaluation that we switch off, see `_jaxopt_solver`).
+
+Shapes: the image `x` is Caffe space float32[H, W, 3] (see `vgg.preprocess`);
+`loss_args` is whatever extra arguments the loss takes (params, targets,
+weights), always traced.
+"""
+
+import dataclasses
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+
+OPTIMIZERS = ('lbfgs', 'optax_lbfgs', 'adam')
+JAXOPT_LINESEARCHES = ('zoom', 'hager-zhang', 'backtracking')
+
+# Status codes carried in OptState.status.
+RUNNING, CONVERGED, NONFINITE, LINESEARCH_FAILED = 0, 1, 2, 3
+STATUS_NAMES = {RUNNING: 'running', CONVERGED: 'converged',
+                NONFINITE: 'non-finite loss', LINESEARCH_FAILED:
+                'line search failed'}
+
+
+@dataclasses.dataclass(frozen=True)
+class OptimizerSpec:
+  """Static optimiser settings (hashable: a jit static argument).
+
+  Attributes:
+    name: 'lbfgs' (jaxopt.LBFGS), 'optax_lbfgs' (optax.lbfgs) or 'adam'.
+    history_size: L-BFGS memory (pairs of steps and gradient changes).
+    linesearch: jaxopt line search: 'zoom' (strong Wolfe), 'hager-zhang' or
+      'backtracking'.
+    max_linesearch_steps: trials per line search before it gives up.
+    first_step_fraction: how much the very first L-BFGS step should lower the
+      loss, as a fraction of the loss, by the linear prediction: the first
+      direction is -grad * fraction * loss / |grad|^2. Before L-BFGS has
+      curvature pairs it has no scale of its own; this one is invariant to the
+      loss weights and the image size, and the line search corrects it.
+    learning_rate: Adam's step size in Caffe pixel units (0-255 scale).
+    gtol: stop when the gradient's RMS (per pixel) falls below this.
+  """
+  name: str = 'lbfgs'
+  history_size: int = 10
+  linesearch: str = 'zoom'
+  max_linesearch_steps: int = 20
+  first_step_fraction: float = 0.1
+  learning_rate: float = 5.0
+  gtol: float = 0.0
+
+
+class OptState(NamedTuple):
+  """The loop carry: image, optimiser state and counters (all arrays)."""
+  x: jax.Array
+  inner: Any
+  iteration: jax.Array     # int32: completed iterations
+  evaluations: jax.Array   # int32: value-and-gradient evaluations so far
+  value: jax.Array         # float32: loss at x
+  status: jax.Array        # int32: RUNNING, CONVERGED, NONFINITE, ...
+
+
+ValueAndGrad = Callable[..., tuple[jax.Array, jax.Array]]
+
+
+def _jaxopt_solver(spec: OptimizerSpec, value_and_grad: ValueAndGrad):
+  # Imported here: jaxopt warns on import that it is no longer maintained.
+  import warnings
+  with warnings.catch_warnings():
+    warnings.simplefilter('ignore', DeprecationWarning)
+    import jaxopt
+  solver = jaxopt.LBFGS(
+      fun=value_and_grad, value_and_grad=True, has_aux=False,
+      history_size=spec.history_size, linesearch=spec.linesearch,
+      maxls=spec.max_linesearch_steps,
+      # Quasi-Newton steps are scaled to the curvature, so a unit step is the
+      # right first guess every iteration ('max'); jaxopt's default grows the
+      # previous step by 1.5 and then has to shrink it again.
+      linesearch_init='max', max_stepsize=1.0,
+      maxiter=1 << 30, tol=0.0, implicit_diff=False, jit=True)
+  # LBFGS always tells its line search that the loss has an aux output, and
+  # the search then evaluates the loss again at the start point to get that
+  # aux (None here). XLA drops the unused value, but only when the loss has
+  # no side effects, and jaxopt counts it as an evaluation either way. Our
+  # loss has no aux: say so, and the line search evaluates only trial points.
+  solver.linesearch_solver.has_aux = False
+  return solver
+
+
+def _rms(tree) -> jax.Array:
+  return optax.tree.norm(tree) / jnp.sqrt(tree.size)
+
+
+def init(spec: OptimizerSpec, value_and_grad: ValueAndGrad, x: jax.Array,
+         *loss_args) -> OptState:
+  """Evaluates the loss at `x` (one evaluation) and builds the carry."""
+  if spec.name == 'lbfgs':
+    solver = _jaxopt_solver(spec, value_and_grad)
+    inner = solver.init_state(x, *loss_args)
+    # With no history yet, jaxopt's first direction is -gamma * grad with
+    # gamma = 1: a step as long as the gradient, absurd when the loss is 1e9
+    # (and far too short when it is 1e-3). Scale it to the loss instead (see
+    # OptimizerSpec.first_step_fraction); later gammas come from curvature.
+    g2 = jnp.maximum(jnp.vdot(inner.grad, inner.grad), 1e-30)
+    gamma = spec.first_step_fraction * jnp.abs(inner.value) / g2
+    inner = inner._replace(gamma=gamma.astype(inner.gamma.dtype))
+    value = inner.value
+  else:
+    value, grad = value_and_grad(x, *loss_args)
+    opt = _optax_transform(spec)
+    inner = (opt.init(x), grad)
+  status = jnp.where(jnp.isfinite(value), RUNNING, NONFINITE)
+  return OptState(x, inner, jnp.int32(0), jnp.int32(1), value,
+                  status.astype(jnp.int32))
+
+
+def _optax_transform(spec: OptimizerSpec) -> optax.GradientTransformationExtraArgs:
+  if spec.name == 'adam':
+    return optax.adam(spec.learning_rate)
+  return optax.lbfgs(
+      memory_size=spec.history_size,
+      linesearch=optax.scale_by_zoom_linesearch(
+          max_linesearch_steps=spec.max_linesearch_steps,
+          initial_guess_strategy='one'))
+
+
+def _step(spec: OptimizerSpec, value_and_grad: ValueAndGrad, state: OptState,
+          loss_args) -> OptState:
+  """One iteration; returns the new carry with counters and status updated."""
+  x = state.x
+  if spec.name == 'lbfgs':
+    solver = _jaxopt_solver(spec, value_and_grad)
+    x, inner = solver.update(x, state.inner, *loss_args)
+    trials = inner.num_linesearch_iter - state.inner.num_linesearch_iter
+    # A failed zoom search evaluates once more at a "safe" step.
+    evaluations = trials + inner.failed_linesearch.astype(jnp.int32)
+    value, grad = inner.value, inner.grad
+    failed = inner.failed_linesearch
+  elif spec.name == 'adam':
+    opt_state, grad = state.inner
+    updates, opt_state = _optax_transform(spec).update(grad, opt_state, x)
+    x = optax.apply_updates(x, updates)
+    value, grad = value_and_grad(x, *loss_args)
+    inner, evaluations, failed = (opt_state, grad), 1, jnp.bool_(False)
+  else:  # optax_lbfgs
+    opt_state, grad = state.inner
+    value_fn = lambda y: value_and_grad(y, *loss_args)[0]
+    updates, opt_state = _optax_transform(spec).update(
+        grad, opt_state, x, value=state.value, grad=grad, value_fn=value_fn)
+    x = optax.apply_updates(x, updates)
+    # The line search already evaluated the accepted point: reuse it.
+    value = optax.tree.get(opt_state, 'value')
+    grad = optax.tree.get(opt_state, 'grad')
+    info = optax.tree.get(opt_state, 'info')
+    evaluations = info.num_linesearch_steps
+    inner = (opt_state, grad)
+    failed = jnp.bool_(False)
+  status = jnp.select(
+      [~jnp.isfinite(value) | ~jnp.all(jnp.isfinite(x)), failed,
+       _rms(grad) <= spec.gtol],
+      [NONFINITE, LINESEARCH_FAILED, CONVERGED], RUNNING).astype(jnp.int32)
+  return OptState(x, inner, state.iteration + 1,
+                  state.evaluations + jnp.asarray(evaluations, jnp.int32),
+                  value, status)
+
+
+def run_chunk(spec: OptimizerSpec, value_and_grad: ValueAndGrad,
+              state: OptState, num_steps: int | jax.Array, *loss_args
+              ) -> OptState:
+  """Up to `num_steps` iterations in one `lax.while_loop` (call under jit).
+
+  Stops early, keeping the last finite image, when the status leaves RUNNING:
+  on a non-finite loss the offending step is discarded.
+  """
+  stop_at = state.iteration + num_steps
+
+  def cond(s):
+    return (s.iteration < stop_at) & (s.status == RUNNING)
+
+  def body(s):
+    new = _step(spec, value_and_grad, s, loss_args)
+    # Never hand a NaN image back: keep the last good one, report the status.
+    bad = new.status == NONFINITE
+    return jax.lax.cond(bad, lambda: s._replace(status=new.status,
+                                                evaluations=new.evaluations),
+                        lambda: new)
+
+  return jax.lax.while_loop(cond, body, state)

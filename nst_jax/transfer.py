@@ -1,0 +1,435 @@
+"""One style-transfer run, from a config to PNGs: the library behind scripts/run.py.
+
+`plan_run` checks everything a user can get wrong (config values, layer names,
+images, sizes, weights file, workdir) and reports every problem at once, before
+anything is compiled. `run` then computes the style and content targets once
+and optimises the image on the device in jit-compiled chunks of
+`snapshot_every` iterations, logging and saving a snapshot between chunks.
+
+Workdir layout:
+  config.json        the full config plus weights and library versions
+  losses.jsonl       one row per chunk: iteration, evaluations, loss terms, time
+  snapshots/iter_NNNNNN.png
+  final.png          the result (PNG text chunks hold the config and seed)
+"""
+
+import dataclasses
+import datetime
+import functools
+import json
+import math
+import os
+from pathlib import Path
+import sys
+import time
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from nst_jax import image as image_lib
+from nst_jax import losses
+from nst_jax import optimize
+from nst_jax import vgg
+from nst_jax import weights as weights_lib
+from nst_jax.errors import UserError
+
+Log = Callable[[str], Any]
+INIT_MODES = ('content', 'noise', 'style')
+# Each of these must be a finite number >= 0 (a weight of 0 switches a term off).
+_NONNEGATIVE = ('content_weight', 'style_weight', 'tv_weight')
+
+
+@dataclasses.dataclass(frozen=True)
+class RunPlan:
+  """Everything `run` needs, checked. Paths are resolved, sizes known."""
+  content_path: Path
+  style_paths: tuple[Path, ...]
+  style_blend: tuple[float, ...]
+  content_hw: tuple[int, int]
+  style_long_side: int
+  init_path: Path | None
+  loss_spec: losses.LossSpec
+  optimizer_spec: optimize.OptimizerSpec
+  content_layer_weights: tuple[float, ...]
+  style_layer_weights: tuple[float, ...]
+  weights_path: Path | None
+  workdir: Path
+
+
+def split_list(value: str) -> tuple[str, ...]:
+  """'a, b,c' -> ('a', 'b', 'c'); empty items dropped."""
+  return tuple(item.strip() for item in str(value).split(',') if item.strip())
+
+
+def _floats(field: str, value: str, count: int, problems: list[str]
+            ) -> tuple[float, ...] | None:
+  """Parses a comma-separated list of `count` positive floats ('' = equal)."""
+  items = split_list(value)
+  if not items:
+    return tuple([1.0 / count] * count) if count else ()
+  try:
+    numbers = tuple(float(item) for item in items)
+  except ValueError:
+    problems.append(f'config.{field}={value!r} is not a comma-separated list '
+                    f'of numbers: give {count} numbers such as '
+                    f"'{','.join(['1'] * count)}', or '' for equal weights")
+    return None
+  if len(numbers) != count:
+    problems.append(f'config.{field}={value!r} has {len(numbers)} numbers for '
+                    f'{count} entries: give exactly {count}, or \'\' for equal')
+    return None
+  if any(not math.isfinite(n) or n < 0 for n in numbers) or sum(numbers) <= 0:
+    problems.append(f'config.{field}={value!r}: the numbers must be finite, '
+                    '>= 0 and not all zero')
+    return None
+  return numbers
+
+
+def _layers(field: str, value: str, problems: list[str]) -> tuple[str, ...]:
+  layers = split_list(value)
+  if not layers:
+    problems.append(f"config.{field} is empty: name at least one layer, e.g. "
+                    "'block4_conv2'")
+  bad = vgg.unknown_layers(layers)
+  if bad:
+    problems.append(f'config.{field} has unknown layer(s) {", ".join(bad)}: '
+                    f'use Keras names block1_conv1 ... block5_conv4 '
+                    f'({", ".join(vgg.CONV_LAYERS)})')
+    return ()
+  if len(set(layers)) != len(layers):
+    problems.append(f'config.{field}={value!r} names a layer twice: list each '
+                    'once')
+  return layers
+
+
+def _check_number(config, field, problems, *, integer=False, minimum=None,
+                  maximum=None):
+  value = config.get(field)
+  ok_type = (isinstance(value, int) if integer else
+             isinstance(value, (int, float))) and not isinstance(value, bool)
+  if not ok_type or not math.isfinite(value):
+    kind = 'a whole number' if integer else 'a number'
+    problems.append(f'config.{field}={value!r} must be {kind}')
+    return False
+  if minimum is not None and value < minimum:
+    problems.append(f'config.{field}={value!r} must be >= {minimum}')
+    return False
+  if maximum is not None and value > maximum:
+    problems.append(f'config.{field}={value!r} must be <= {maximum}')
+    return False
+  return True
+
+
+def _resolve(field: str, spec: str, problems: list[str]) -> Path | None:
+  try:
+    return image_lib.resolve_image(spec)
+  except UserError as e:
+    problems.append(f'config.{field}: {e}')
+    return None
+
+
+def default_workdir(config: ml_collections.ConfigDict) -> Path:
+  """outputs/<content>-<style>-<YYYYmmdd-HHMMSS>: never an earlier run's."""
+  stem = lambda s: Path(split_list(s)[0] if split_list(s) else 'image').stem
+  stamp = datetime.datetime.now().strftime('%Y%m%d-%H%M%S')
+  return Path('outputs') / f'{stem(config.content)}-{stem(config.style)}-{stamp}'
+
+
+def _check_workdir(workdir: Path, problems: list[str]) -> None:
+  if workdir.exists() and not workdir.is_dir():
+    problems.append(f'--workdir={workdir} is a file: choose a directory path')
+    return
+  if workdir.is_dir() and (workdir / 'config.json').exists():
+    problems.append(f'--workdir={workdir} already holds a run: choose a new '
+                    '--workdir (or delete that one) so it is not overwritten')
+    return
+  # The nearest existing ancestor must let us create the workdir and write.
+  probe = workdir
+  while not probe.exists():
+    probe = probe.parent
+  if not os.access(probe, os.W_OK | os.X_OK):
+    problems.append(f'--workdir={workdir} is not writable ({probe} does not '
+                    'allow writing): choose a directory you can write to')
+
+
+def plan_run(config: ml_collections.ConfigDict, workdir: str | os.PathLike
+             ) -> RunPlan:
+  """Checks the whole config and its files; raises UserError listing problems.
+
+  Cheap: reads image headers and checks the weights file, decodes nothing
+  large and compiles nothing.
+  """
+  problems: list[str] = []
+  # --- Numbers.
+  _check_number(config, 'image_size', problems, integer=True, minimum=1,
+                maximum=8192)
+  _check_number(config, 'style_scale', problems, minimum=1e-3, maximum=16)
+  for field in _NONNEGATIVE:
+    _check_number(config, field, problems, minimum=0)
+  _check_number(config, 'seed', problems, integer=True, minimum=0)
+  _check_number(config, 'max_iterations', problems, integer=True, minimum=0)
+  _check_number(config, 'snapshot_every', problems, integer=True, minimum=1)
+  _check_number(config, 'history_size', problems, integer=True, minimum=1,
+                maximum=1000)
+  _check_number(config, 'max_linesearch_steps', problems, integer=True,
+                minimum=1, maximum=1000)
+  _check_number(config, 'first_step_fraction', problems, minimum=1e-9,
+                maximum=1.0)
+  _check_number(config, 'learning_rate', problems, minimum=1e-12)
+  # --- Choices.
+  for field, choices in (('pooling', vgg.POOLINGS),
+                         ('normalization', losses.NORMALIZATIONS),
+                         ('optimizer', optimize.OPTIMIZERS),
+                         ('linesearch', optimize.JAXOPT_LINESEARCHES)):
+    if config.get(field) not in choices:
+      problems.append(f'config.{field}={config.get(field)!r}: choose one of '
+                      f'{", ".join(map(repr, choices))}')
+  # --- Layers and their weights.
+  content_layers = _layers('content_layers', config.content_layers, problems)
+  style_layers = _layers('style_layers', config.style_layers, problems)
+  style_layer_weights = _floats('style_layer_weights',
+                                config.style_layer_weights, len(style_layers),
+                                problems)
+  # --- Images.
+  content_path = _resolve('content', config.content, problems)
+  style_specs = split_list(config.style)
+  if not style_specs:
+    problems.append("config.style is empty: name a style image, e.g. "
+                    "'starry_night' or a path")
+  style_paths = [_resolve('style', s, problems) for s in style_specs]
+  style_blend = _floats('style_blend', config.style_blend, len(style_specs),
+                        problems)
+  init_path = None
+  if config.init not in INIT_MODES:
+    init_path = _resolve('init', config.init, problems)
+  # --- Sizes: every image must survive the pools down to the deepest layer.
+  content_hw, style_long_side = (1, 1), 1
+  min_side = vgg.min_image_side(content_layers + style_layers or ('block1_conv1',))
+  if content_path and isinstance(config.image_size, int) and config.image_size > 0:
+    try:
+      h, w = image_lib.read_image_size(content_path)
+      content_hw = image_lib.resized_hw((h, w), config.image_size)
+      if min(content_hw) < min_side:
+        problems.append(
+            f'config.image_size={config.image_size} makes the content image '
+            f'{content_hw[1]}x{content_hw[0]} px, too small for the deepest '
+            f'layer (needs >= {min_side} px on each side after resizing): '
+            'raise image_size or use shallower layers')
+    except UserError as e:
+      problems.append(f'config.content: {e}')
+  if isinstance(config.style_scale, (int, float)) and isinstance(
+      config.image_size, int):
+    style_long_side = max(1, round(config.style_scale * config.image_size))
+    for spec, path in zip(style_specs, style_paths):
+      if path is None:
+        continue
+      try:
+        hw = image_lib.resized_hw(image_lib.read_image_size(path),
+                                     style_long_side)
+        if min(hw) < min_side:
+          problems.append(
+              f'config.style_scale={config.style_scale} makes style image '
+              f'{spec} {hw[1]}x{hw[0]} px, too small for the deepest layer '
+              f'(needs >= {min_side} px a side): raise style_scale or '
+              'image_size')
+      except UserError as e:
+        problems.append(f'config.style: {e}')
+  # --- Weights file (checked now so a tampered file fails before compiling).
+  weights_path = Path(config.weights) if config.weights else None
+  if weights_path is not None:
+    try:
+      weights_lib.check_weights_file(weights_path)
+    except UserError as e:
+      problems.append(f'config.weights: {e}')
+  # --- Workdir.
+  workdir = Path(workdir)
+  _check_workdir(workdir, problems)
+
+  if problems:
+    raise UserError('\n'.join(problems))
+  loss_spec = losses.LossSpec(content_layers, style_layers, config.pooling,
+                              config.normalization)
+  optimizer_spec = optimize.OptimizerSpec(
+      name=config.optimizer, history_size=config.history_size,
+      linesearch=config.linesearch,
+      max_linesearch_steps=config.max_linesearch_steps,
+      first_step_fraction=float(config.first_step_fraction),
+      learning_rate=float(config.learning_rate))
+  blend_total = sum(style_blend)
+  return RunPlan(
+      content_path=content_path, style_paths=tuple(style_paths),
+      style_blend=tuple(b / blend_total for b in style_blend),
+      content_hw=content_hw, style_long_side=style_long_side,
+      init_path=init_path, loss_spec=loss_spec, optimizer_spec=optimizer_spec,
+      content_layer_weights=tuple([1.0] * len(content_layers)),
+      style_layer_weights=style_layer_weights, weights_path=weights_path,
+      workdir=workdir)
+
+
+def loss_weights(config: ml_collections.ConfigDict, plan: RunPlan
+                 ) -> dict[str, jax.Array]:
+  """The traced loss weights of a run (see `losses.combined_loss`)."""
+  return {
+      'content': jnp.float32(config.content_weight),
+      'style': jnp.float32(config.style_weight),
+      'tv': jnp.float32(config.tv_weight),
+      'content_layers': jnp.asarray(plan.content_layer_weights, jnp.float32),
+      'style_layers': jnp.asarray(plan.style_layer_weights, jnp.float32),
+  }
+
+
+def value_and_grad_fn(spec: losses.LossSpec):
+  """x, params, targets, weights -> (loss, d loss / d x); jit it with `spec`."""
+  def value_and_grad(x, params, targets, weights):
+    return jax.value_and_grad(
+        lambda y: losses.combined_loss(y, params, targets, weights, spec)[0])(x)
+  return value_and_grad
+
+
+def initial_image(mode_or_path: str | Path, content: jax.Array,
+                  style: jax.Array, key: jax.Array) -> jax.Array:
+  """The starting image, RGB float32[H, W, 3] in [0, 1] of the content's size.
+
+  Args:
+    mode_or_path: 'content', 'noise' (uniform white noise from `key`), 'style'
+      (the first style image stretched to the content's size) or a Path.
+    content: RGB content image float32[H, W, 3] in [0, 1].
+    style: RGB style image float32[h, w, 3] in [0, 1].
+    key: PRNG key for the noise.
+  """
+  h, w = content.shape[:2]
+  if isinstance(mode_or_path, Path):
+    return jax.image.resize(jnp.asarray(image_lib.load_image(mode_or_path)),
+                            content.shape, 'lanczos3').clip(0.0, 1.0)
+  if mode_or_path == 'noise':
+    return jax.random.uniform(key, content.shape, jnp.float32)
+  if mode_or_path == 'style':
+    return jax.image.resize(style, content.shape, 'lanczos3').clip(0.0, 1.0)
+  return content
+
+
+def library_versions() -> dict[str, str]:
+  import importlib.metadata as md
+  versions = {}
+  for name in ('jax', 'jaxlib', 'flax', 'optax', 'jaxopt', 'numpy', 'pillow'):
+    try:
+      versions[name] = md.version(name)
+    except md.PackageNotFoundError:
+      versions[name] = 'not installed'
+  return versions
+
+
+def _format_seconds(seconds: float) -> str:
+  seconds = int(round(seconds))
+  return f'{seconds // 60}m{seconds % 60:02d}s' if seconds >= 60 else f'{seconds}s'
+
+
+def _write_text_atomic(path: Path, text: str) -> None:
+  tmp = path.with_name(f'.{path.name}.tmp')
+  tmp.write_text(text)
+  os.replace(tmp, path)
+
+
+def run(config: ml_collections.ConfigDict, workdir: str | os.PathLike,
+        log: Log = print) -> dict[str, Any]:
+  """Runs style transfer as `config` says; writes everything under `workdir`.
+
+  Returns:
+    {'final': Path, 'workdir': Path, 'iterations': int, 'evaluations': int,
+     'losses': {term: float}, 'status': str}.
+
+  Raises:
+    UserError: a bad config value or input file (all reported at once, before
+      any compilation).
+  """
+  plan = plan_run(config, workdir)
+  params, weights_info = weights_lib.load_vgg19_params(plan.weights_path,
+                                                       log=log)
+  log(f"weights: {weights_info['path']} (source {weights_info['source']}, "
+      f"params sha256 {weights_info['params_sha256'][:16]}...)")
+
+  h, w = plan.content_hw
+  content_rgb = image_lib.load_image(plan.content_path, long_side=max(h, w))
+  style_rgbs = [image_lib.load_image(p, long_side=plan.style_long_side)
+                for p in plan.style_paths]
+  log(f'content: {plan.content_path} -> {w}x{h} px; style: ' + ', '.join(
+      f'{p} -> {s.shape[1]}x{s.shape[0]} px'
+      for p, s in zip(plan.style_paths, style_rgbs)))
+
+  key = jax.random.key(config.seed)
+  init_key, = jax.random.split(key, 1)  # one key per purpose; more may follow
+  spec = plan.loss_spec
+  targets = jax.jit(losses.compute_targets, static_argnums=(4,))(
+      params, vgg.preprocess(jnp.asarray(content_rgb)),
+      [vgg.preprocess(jnp.asarray(s)) for s in style_rgbs],
+      jnp.asarray(plan.style_blend, jnp.float32), spec)
+  weights = loss_weights(config, plan)
+  x0 = vgg.preprocess(initial_image(
+      plan.init_path or config.init, jnp.asarray(content_rgb),
+      jnp.asarray(style_rgbs[0]), init_key))
+
+  value_and_grad = value_and_grad_fn(spec)
+  ospec = plan.optimizer_spec
+  init_fn = jax.jit(functools.partial(optimize.init, ospec, value_and_grad))
+  chunk_fn = jax.jit(functools.partial(optimize.run_chunk, ospec,
+                                       value_and_grad))
+  terms_fn = jax.jit(lambda x, p, t, wt: losses.combined_loss(x, p, t, wt,
+                                                              spec)[1])
+
+  workdir = plan.workdir
+  (workdir / 'snapshots').mkdir(parents=True, exist_ok=True)
+  record = {'config': json.loads(config.to_json()),
+            'weights': weights_info, 'versions': library_versions(),
+            'device': str(jax.devices()[0])}
+  _write_text_atomic(workdir / 'config.json', json.dumps(record, indent=2))
+  metadata = {'nst_jax:config': config.to_json(),
+              'nst_jax:seed': str(config.seed),
+              'nst_jax:weights_sha256': weights_info['params_sha256'],
+              'nst_jax:versions': json.dumps(record['versions'])}
+
+  t0 = time.perf_counter()
+  state = init_fn(x0, params, targets, weights)
+  state.value.block_until_ready()
+  log(f'compiled and evaluated the start point in {time.perf_counter() - t0:.1f}s'
+      f' (loss {float(state.value):.4g})')
+  total = config.max_iterations
+  losses_path = workdir / 'losses.jsonl'
+  rows = []
+  t_start = time.perf_counter()
+  last = None
+  while int(state.iteration) < total and int(state.status) == optimize.RUNNING:
+    steps = min(config.snapshot_every, total - int(state.iteration))
+    state = chunk_fn(state, jnp.int32(steps), params, targets, weights)
+    terms = {k: float(v) for k, v in
+             terms_fn(state.x, params, targets, weights).items()}
+    elapsed = time.perf_counter() - t_start
+    it, evals = int(state.iteration), int(state.evaluations)
+    rows.append({'iteration': it, 'evaluations': evals, **terms,
+                 'seconds': round(elapsed, 3)})
+    _write_text_atomic(losses_path,
+                       ''.join(json.dumps(r) + '\n' for r in rows))
+    image_rgb = np.asarray(vgg.deprocess(state.x))
+    last = workdir / 'snapshots' / f'iter_{it:06d}.png'
+    image_lib.save_png(last, image_rgb, metadata)
+    rate = evals / elapsed if elapsed > 0 else float('nan')
+    eta = (elapsed / max(it, 1)) * (total - it)
+    log(f'iter {it:>5}/{total}  evals {evals:>5}  total {terms["total"]:.4g}  '
+        f'content {terms["content"]:.4g}  style {terms["style"]:.4g}  '
+        f'tv {terms["tv"]:.4g}  {rate:.2f} evals/s  ETA {_format_seconds(eta)}')
+  status = optimize.STATUS_NAMES[int(state.status)]
+  if int(state.status) not in (optimize.RUNNING, optimize.CONVERGED):
+    log(f'stopped early at iteration {int(state.iteration)}: {status}')
+  final = workdir / 'final.png'
+  image_lib.save_png(final, np.asarray(vgg.deprocess(state.x)), metadata)
+  log(f'wrote {final} ({int(state.iteration)} iterations, '
+      f'{int(state.evaluations)} evaluations, '
+      f'{time.perf_counter() - t0:.1f}s); snapshots, losses.jsonl and '
+      f'config.json are in {workdir}')
+  return {'final': final, 'workdir': workdir,
+          'iterations': int(state.iteration),
+          'evaluations': int(state.evaluations),
+          'losses': rows[-1] if rows else {}, 'status': status}

@@ -1,0 +1,147 @@
+"""VGG19 feature extractor (Simonyan & Zisserman 2014) in Flax, Keras layer names.
+
+The network is the 16 convolution layers of VGG19 with their ReLUs and the four
+pools between blocks; the classifier is never needed for style transfer. Layer
+names follow Keras (`block1_conv1` ... `block5_conv4`) and every feature is the
+post-ReLU activation of that convolution.
+
+Images enter the network in the Caffe convention the ImageNet weights were
+trained with: BGR channels, 0-255, minus the mean pixel [103.939, 116.779,
+123.68] (BGR). `preprocess` and `deprocess` convert to and from the RGB floats
+in [0, 1] that the rest of nst_jax works in.
+
+Params are a plain pytree passed in explicitly (never closed over: XLA would
+embed 80 MB of constants and compile for minutes):
+  {'block1_conv1': {'kernel': float32[3, 3, 3, 64], 'bias': float32[64]}, ...}
+with kernels in Flax's HWIO layout.
+"""
+
+from collections.abc import Mapping, Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+# (channels, convolutions) of each of the five blocks.
+_BLOCKS = ((64, 2), (128, 2), (256, 4), (512, 4), (512, 4))
+
+CONV_LAYERS: tuple[str, ...] = tuple(
+    f'block{b}_conv{i}'
+    for b, (_, n) in enumerate(_BLOCKS, start=1)
+    for i in range(1, n + 1))
+
+
+def _conv_shapes() -> dict[str, tuple[int, int, int, int]]:
+  shapes, in_channels = {}, 3
+  for b, (channels, n) in enumerate(_BLOCKS, start=1):
+    for i in range(1, n + 1):
+      shapes[f'block{b}_conv{i}'] = (3, 3, in_channels, channels)
+      in_channels = channels
+  return shapes
+
+
+# Kernel shape (HWIO) of each convolution; its bias has shape (O,).
+CONV_SHAPES: dict[str, tuple[int, int, int, int]] = _conv_shapes()
+
+# Mean pixel of the ImageNet training set in BGR order, 0-255 (Caffe VGG).
+VGG_MEAN_BGR = (103.939, 116.779, 123.68)
+
+POOLINGS = ('max', 'avg')
+
+
+def layer_block(layer: str) -> int:
+  """The block number (1-5) of a Keras layer name such as 'block3_conv2'."""
+  return int(layer[len('block')])
+
+
+def unknown_layers(layers: Sequence[str]) -> list[str]:
+  """The names in `layers` that are not VGG19 convolution layers."""
+  return [layer for layer in layers if layer not in CONV_SHAPES]
+
+
+def min_image_side(layers: Sequence[str]) -> int:
+  """Smallest image side (pixels) whose features reach every layer in `layers`.
+
+  A layer of block b sits behind b - 1 pools that each halve the side (rounding
+  down), so the input needs at least 2**(b - 1) pixels for it to keep one.
+  """
+  return 2 ** (max(layer_block(layer) for layer in layers) - 1)
+
+
+def preprocess(image: jax.Array) -> jax.Array:
+  """RGB float32[..., H, W, 3] in [0, 1] -> Caffe BGR, 0-255, mean-subtracted."""
+  return image[..., ::-1] * 255.0 - jnp.asarray(VGG_MEAN_BGR, image.dtype)
+
+
+def deprocess(x: jax.Array) -> jax.Array:
+  """Inverse of `preprocess`: Caffe BGR minus mean -> RGB in [0, 1] (unclipped)."""
+  return ((x + jnp.asarray(VGG_MEAN_BGR, x.dtype)) / 255.0)[..., ::-1]
+
+
+class VGG19(nn.Module):
+  """VGG19's convolutional trunk, stopping at the deepest requested layer.
+
+  Attributes:
+    layers: Keras names of the features to return.
+    pooling: 'max' (the trained network) or 'avg' (Gatys et al. found average
+      pooling gives slightly smoother results).
+  """
+  layers: tuple[str, ...]
+  pooling: str = 'max'
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> dict[str, jax.Array]:
+    """Caffe-preprocessed float32[N, H, W, 3] -> {layer: float32[N, h, w, C]}."""
+    wanted = set(self.layers)
+    deepest = max(CONV_LAYERS.index(layer) for layer in wanted)
+    features = {}
+    for index, name in enumerate(CONV_LAYERS[:deepest + 1]):
+      if index > 0 and name.endswith('_conv1'):
+        # A new block starts: halve the resolution (floor, as Caffe/Keras do).
+        pool = nn.max_pool if self.pooling == 'max' else nn.avg_pool
+        x = pool(x, window_shape=(2, 2), strides=(2, 2), padding='VALID')
+      x = nn.relu(nn.Conv(CONV_SHAPES[name][-1], (3, 3), padding='SAME',
+                          name=name)(x))
+      if name in wanted:
+        features[name] = x
+    return features
+
+
+def extract_features(params: Mapping, image: jax.Array,
+                     layers: Sequence[str], pooling: str = 'max'
+                     ) -> dict[str, jax.Array]:
+  """VGG19 features of a preprocessed image.
+
+  Args:
+    params: the VGG19 params pytree (see module docstring); layers deeper than
+      the deepest requested one may be absent.
+    image: Caffe-preprocessed float32[H, W, 3] or float32[N, H, W, 3]
+      (see `preprocess`).
+    layers: Keras layer names; static.
+    pooling: 'max' or 'avg'; static.
+
+  Returns:
+    {layer: float32[(N,) h, w, C]}: post-ReLU activations, batched like `image`.
+  """
+  bad = unknown_layers(layers)
+  if bad:
+    raise ValueError(f'unknown VGG19 layer(s) {bad}; choose from {list(CONV_LAYERS)}')
+  if pooling not in POOLINGS:
+    raise ValueError(f"pooling={pooling!r}: use 'max' or 'avg'")
+  batched = image.ndim == 4
+  x = image if batched else image[None]
+  features = VGG19(tuple(layers), pooling).apply({'params': params}, x)
+  return features if batched else {k: v[0] for k, v in features.items()}
+
+
+def init_random_params(key: jax.Array) -> dict:
+  """Random He-initialised VGG19 params, for tests that need no real weights."""
+  params = {}
+  for name, key in zip(CONV_LAYERS, jax.random.split(key, len(CONV_LAYERS))):
+    shape = CONV_SHAPES[name]
+    fan_in = shape[0] * shape[1] * shape[2]
+    params[name] = {
+        'kernel': jax.random.normal(key, shape, jnp.float32) * jnp.sqrt(2.0 / fan_in),
+        'bias': jnp.zeros((shape[-1],), jnp.float32),
+    }
+  return params

@@ -1,0 +1,37 @@
+r"""Stylise a photo with a painting.
+
+  python scripts/run.py --config=configs/starry.py
+  python scripts/run.py --config=configs/starry.py:quick --workdir=outputs/quick
+  python scripts/run.py --config=configs/starry.py --config.style_weight=1e3
+"""
+
+import sys
+
+from absl import app
+from absl import flags
+from ml_collections import config_flags
+
+from nst_jax import transfer
+from nst_jax.errors import UserError
+
+_CONFIG = config_flags.DEFINE_config_file(
+    'config', None, 'Path to a config file (configs/*.py).', lock_config=True)
+_WORKDIR = flags.DEFINE_string(
+    'workdir', None, 'Where outputs go; default outputs/<content>-<style>-<time>.')
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f'unexpected arguments: {argv[1:]}')
+  config = _CONFIG.value
+  if config is None:
+    raise app.UsageError('--config is required, e.g. --config=configs/starry.py')
+  try:
+    transfer.run(config, _WORKDIR.value or transfer.default_workdir(config))
+  except UserError as e:
+    print(f'error: {e}'.replace('\n', '\nerror: '), file=sys.stderr)
+    sys.exit(2)
+
+
+if __name__ == '__main__':
+  app.run(main)

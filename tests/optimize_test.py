@@ -1,0 +1,125 @@
+"""Tests for nst_jax.optimize: descent, chunking, evaluation counts, NaN stops."""
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from nst_jax import losses
+from nst_jax import optimize
+from nst_jax import vgg
+
+SIZE = 32
+
+
+@pytest.fixture(scope='module')
+def loss_problem(random_params):
+  spec = losses.LossSpec(('block3_conv1',), ('block1_conv1', 'block2_conv1',
+                                             'block3_conv1'))
+  k1, k2 = jax.random.split(jax.random.key(7))
+  content = vgg.preprocess(jax.random.uniform(k1, (SIZE, SIZE, 3)))
+  style = vgg.preprocess(jax.random.uniform(k2, (SIZE, SIZE, 3)) ** 3)
+  targets = losses.compute_targets(random_params, content, [style], None, spec)
+  weights = {'content': jnp.float32(1e-2), 'style': jnp.float32(1.0),
+             'tv': jnp.float32(1e-3), 'content_layers': jnp.ones(1),
+             'style_layers': jnp.full(3, 1 / 3)}
+
+  def loss(x, params, targets, weights):
+    return losses.combined_loss(x, params, targets, weights, spec)[0]
+
+  return loss, content, (random_params, targets, weights)
+
+
+def _value_and_grad(loss):
+  def value_and_grad(x, *args):
+    return jax.value_and_grad(loss)(x, *args)
+  return value_and_grad
+
+
+@pytest.fixture(scope='module')
+def problem(loss_problem):
+  loss, x0, args = loss_problem
+  return _value_and_grad(loss), x0, args
+
+
+def _run(spec, value_and_grad, x0, args, chunks):
+  init = jax.jit(functools.partial(optimize.init, spec, value_and_grad))
+  chunk = jax.jit(functools.partial(optimize.run_chunk, spec, value_and_grad))
+  state = init(x0, *args)
+  for n in chunks:
+    state = chunk(state, n, *args)
+  return state
+
+
+@pytest.mark.parametrize('name', optimize.OPTIMIZERS)
+def test_optimizer_lowers_the_loss(problem, name):
+  value_and_grad, x0, args = problem
+  spec = optimize.OptimizerSpec(name=name, learning_rate=2.0)
+  start = float(value_and_grad(x0, *args)[0])
+  state = _run(spec, value_and_grad, x0, args, [15])
+  assert int(state.iteration) == 15
+  assert int(state.status) == optimize.RUNNING
+  assert float(state.value) < 0.5 * start
+  np.testing.assert_allclose(float(state.value),
+                             float(value_and_grad(state.x, *args)[0]),
+                             rtol=1e-5)
+
+
+@pytest.mark.parametrize('name', ['lbfgs', 'optax_lbfgs'])
+def test_chunked_run_equals_one_long_run(problem, name):
+  value_and_grad, x0, args = problem
+  spec = optimize.OptimizerSpec(name=name)
+  long = _run(spec, value_and_grad, x0, args, [12])
+  chunked = _run(spec, value_and_grad, x0, args, [5, 4, 3])
+  assert int(chunked.iteration) == int(long.iteration) == 12
+  assert int(chunked.evaluations) == int(long.evaluations)
+  np.testing.assert_allclose(chunked.x, long.x, rtol=0, atol=1e-4)
+
+
+def _counting(loss):
+  """value_and_grad of `loss` whose every backward pass bumps a host counter.
+
+  A backward pass is a real evaluation: its result always feeds the optimiser.
+  """
+  calls = []
+
+  @jax.custom_vjp
+  def tap(x):
+    return x
+
+  def tap_bwd(_, g):
+    jax.debug.callback(lambda: calls.append(1))
+    return (g,)
+
+  tap.defvjp(lambda x: (x, None), tap_bwd)
+  return _value_and_grad(lambda x, *args: loss(tap(x), *args)), calls
+
+
+@pytest.mark.parametrize('name', optimize.OPTIMIZERS)
+def test_evaluations_are_counted_right(loss_problem, name):
+  loss, x0, args = loss_problem
+  counted, calls = _counting(loss)
+  spec = optimize.OptimizerSpec(name=name, learning_rate=2.0)
+  state = _run(spec, counted, x0, args, [6, 4])
+  jax.effects_barrier()
+  assert int(state.evaluations) == len(calls)
+  assert int(state.evaluations) >= int(state.iteration) + 1
+
+
+def test_nan_stops_cleanly_keeping_last_good_image(problem):
+  value_and_grad, x0, args = problem
+
+  def nan_after_threshold(x, *args):
+    value, grad = value_and_grad(x, *args)
+    # Poison the loss once the image has moved far enough from the start.
+    bad = jnp.linalg.norm(x - x0) > 1.0
+    return jnp.where(bad, jnp.nan, value), grad
+
+  spec = optimize.OptimizerSpec(name='adam', learning_rate=1.0)
+  state = _run(spec, nan_after_threshold, x0, args, [50])
+  assert int(state.status) == optimize.NONFINITE
+  assert int(state.iteration) < 50
+  assert bool(jnp.all(jnp.isfinite(state.x)))
+  assert float(jnp.linalg.norm(state.x - x0)) <= 1.0

@@ -1,0 +1,154 @@
+"""Tests for nst_jax.transfer and scripts/run.py: checks first, then one real run.
+
+The end-to-end runs use the real weights (ported on first use, as a new user's
+first run does) and the shared test images, at 64 px and a few iterations.
+"""
+
+import json
+import os
+from pathlib import Path
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from configs import default as default_config
+from configs import starry
+from nst_jax import transfer
+from nst_jax.errors import UserError
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _config(**overrides):
+  config = default_config.get_config()
+  config.image_size = 64
+  config.max_iterations = 4
+  config.snapshot_every = 2
+  for key, value in overrides.items():
+    config[key] = value
+  return config
+
+
+def _problems(config, workdir) -> list[str]:
+  with pytest.raises(UserError) as e:
+    transfer.plan_run(config, workdir)
+  return str(e.value).splitlines()
+
+
+def test_plan_accepts_the_shipped_configs(tmp_path):
+  for config in (starry.get_config(), starry.get_config('quick'),
+                 default_config.get_config()):
+    plan = transfer.plan_run(config, tmp_path / 'run')
+    assert plan.loss_spec.content_layers == ('block5_conv2',)
+    assert len(plan.loss_spec.style_layers) == 5
+  assert max(starry.get_config('quick').image_size, 0) <= 96
+
+
+def test_every_problem_is_reported_at_once(tmp_path):
+  config = _config(content_layers='block4_conv2,block9_conv1',
+                   style_weight=-1.0, pooling='median', max_iterations=-1,
+                   style_layer_weights='1,2')
+  problems = _problems(config, tmp_path / 'run')
+  assert len(problems) == 5, problems
+  text = '\n'.join(problems)
+  for needle in ('config.content_layers', 'block9_conv1', 'config.style_weight',
+                 'config.pooling', "'max'", 'config.max_iterations',
+                 'config.style_layer_weights'):
+    assert needle in text
+
+
+def test_missing_and_corrupt_images_are_named(tmp_path):
+  broken = tmp_path / 'broken.jpg'
+  broken.write_bytes(b'\xff\xd8\xff\xe0 this is not really a jpeg')
+  problems = _problems(_config(content=str(tmp_path / 'nope.jpg'),
+                               style=str(broken)), tmp_path / 'run')
+  assert any('config.content' in p and 'nope' in p for p in problems)
+  assert any('config.style' in p and 'broken.jpg' in p for p in problems)
+
+
+def test_image_too_small_for_deepest_layer(tmp_path):
+  problems = _problems(_config(image_size=12), tmp_path / 'run')
+  assert any('too small' in p and 'image_size=12' in p for p in problems)
+  # Shallower layers make the same size fine.
+  transfer.plan_run(_config(image_size=12, content_layers='block2_conv2',
+                            style_layers='block1_conv1,block2_conv1'),
+                    tmp_path / 'run')
+
+
+def test_unwritable_or_used_workdir(tmp_path):
+  a_file = tmp_path / 'file'
+  a_file.write_text('x')
+  assert any('--workdir' in p for p in _problems(_config(), a_file / 'sub'))
+  used = tmp_path / 'used'
+  used.mkdir()
+  (used / 'config.json').write_text('{}')
+  assert any('already holds a run' in p for p in _problems(_config(), used))
+
+
+def test_tampered_weights_fail_before_compiling(tmp_path):
+  fake = tmp_path / 'vgg19.npz'
+  np.savez(fake, x=np.zeros(3))
+  problems = _problems(_config(weights=str(fake)), tmp_path / 'run')
+  assert any('config.weights' in p and 'port_weights.py' in p
+             for p in problems)
+
+
+def _run_script(*args, check=True):
+  env = dict(os.environ, PYTHONUNBUFFERED='1')
+  proc = subprocess.run(
+      [sys.executable, str(REPO / 'scripts' / 'run.py'), *args],
+      cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+  if check:
+    assert proc.returncode == 0, proc.stderr[-3000:]
+  return proc
+
+
+QUICK = ['--config=configs/starry.py:quick', '--config.image_size=64',
+         '--config.max_iterations=6', '--config.snapshot_every=3']
+
+
+@pytest.fixture(scope='module')
+def two_runs(tmp_path_factory):
+  root = tmp_path_factory.mktemp('runs')
+  procs = [_run_script(*QUICK, f'--workdir={root / name}') for name in 'ab']
+  return root, procs
+
+
+def test_end_to_end_run_writes_everything(two_runs):
+  root, (proc, _) = two_runs
+  workdir = root / 'a'
+  final = workdir / 'final.png'
+  assert Image.open(final).size == (64, 48)  # Tübingen is 4:3
+  snaps = sorted(p.name for p in (workdir / 'snapshots').iterdir())
+  assert snaps == ['iter_000003.png', 'iter_000006.png']
+  rows = [json.loads(l) for l in (workdir / 'losses.jsonl').read_text().splitlines()]
+  assert [r['iteration'] for r in rows] == [3, 6]
+  assert rows[-1]['total'] < rows[0]['total']
+  assert rows[-1]['evaluations'] >= 7
+  record = json.loads((workdir / 'config.json').read_text())
+  assert record['config']['style'] == 'starry_night'
+  assert record['weights']['params_sha256']
+  assert 'weights:' in proc.stdout and 'iter     6/6' in proc.stdout
+  assert str(final) in proc.stdout
+
+
+def test_same_config_and_seed_give_identical_png(two_runs):
+  root, _ = two_runs
+  assert (root / 'a' / 'final.png').read_bytes() == (
+      root / 'b' / 'final.png').read_bytes()
+
+
+def test_user_errors_exit_2_with_one_line_each(two_runs, tmp_path):
+  root, _ = two_runs
+  proc = _run_script(*QUICK, f'--workdir={root / "a"}', check=False)
+  assert proc.returncode == 2
+  assert 'Traceback' not in proc.stderr
+  assert 'already holds a run' in proc.stderr
+  proc = _run_script(*QUICK, '--config.style_layers=block1_conv1,blok2_conv1',
+                     f'--workdir={tmp_path / "x"}', check=False)
+  assert proc.returncode == 2 and 'Traceback' not in proc.stderr
+  errors = [l for l in proc.stderr.splitlines() if l.startswith('error:')]
+  assert len(errors) == 1 and 'blok2_conv1' in errors[0]
