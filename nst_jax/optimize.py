@@ -71,17 +71,18 @@ class OptState(NamedTuple):
   status: jax.Array        # int32: RUNNING, CONVERGED, NONFINITE, ...
 
 
-ValueAndGrad = Callable[..., tuple[jax.Array, jax.Array]]
+# loss_fn(x, *loss_args) -> scalar loss; differentiated here w.r.t. x only.
+LossFn = Callable[..., jax.Array]
 
 
-def _jaxopt_solver(spec: OptimizerSpec, value_and_grad: ValueAndGrad):
+def _jaxopt_solver(spec: OptimizerSpec, loss_fn: LossFn):
   # Imported here: jaxopt warns on import that it is no longer maintained.
   import warnings
   with warnings.catch_warnings():
     warnings.simplefilter('ignore', DeprecationWarning)
     import jaxopt
   solver = jaxopt.LBFGS(
-      fun=value_and_grad, value_and_grad=True, has_aux=False,
+      fun=loss_fn, value_and_grad=False, has_aux=False,
       history_size=spec.history_size, linesearch=spec.linesearch,
       maxls=spec.max_linesearch_steps,
       # Quasi-Newton steps are scaled to the curvature, so a unit step is the
@@ -102,11 +103,11 @@ def _rms(tree) -> jax.Array:
   return optax.tree.norm(tree) / jnp.sqrt(tree.size)
 
 
-def init(spec: OptimizerSpec, value_and_grad: ValueAndGrad, x: jax.Array,
+def init(spec: OptimizerSpec, loss_fn: LossFn, x: jax.Array,
          *loss_args) -> OptState:
   """Evaluates the loss at `x` (one evaluation) and builds the carry."""
   if spec.name == 'lbfgs':
-    solver = _jaxopt_solver(spec, value_and_grad)
+    solver = _jaxopt_solver(spec, loss_fn)
     inner = solver.init_state(x, *loss_args)
     # With no history yet, jaxopt's first direction is -gamma * grad with
     # gamma = 1: a step as long as the gradient, absurd when the loss is 1e9
@@ -117,7 +118,7 @@ def init(spec: OptimizerSpec, value_and_grad: ValueAndGrad, x: jax.Array,
     inner = inner._replace(gamma=gamma.astype(inner.gamma.dtype))
     value = inner.value
   else:
-    value, grad = value_and_grad(x, *loss_args)
+    value, grad = jax.value_and_grad(loss_fn)(x, *loss_args)
     opt = _optax_transform(spec)
     inner = (opt.init(x), grad)
   status = jnp.where(jnp.isfinite(value), RUNNING, NONFINITE)
@@ -135,12 +136,12 @@ def _optax_transform(spec: OptimizerSpec) -> optax.GradientTransformationExtraAr
           initial_guess_strategy='one'))
 
 
-def _step(spec: OptimizerSpec, value_and_grad: ValueAndGrad, state: OptState,
+def _step(spec: OptimizerSpec, loss_fn: LossFn, state: OptState,
           loss_args) -> OptState:
   """One iteration; returns the new carry with counters and status updated."""
   x = state.x
   if spec.name == 'lbfgs':
-    solver = _jaxopt_solver(spec, value_and_grad)
+    solver = _jaxopt_solver(spec, loss_fn)
     x, inner = solver.update(x, state.inner, *loss_args)
     trials = inner.num_linesearch_iter - state.inner.num_linesearch_iter
     # A failed zoom search evaluates once more at a "safe" step.
@@ -151,11 +152,12 @@ def _step(spec: OptimizerSpec, value_and_grad: ValueAndGrad, state: OptState,
     opt_state, grad = state.inner
     updates, opt_state = _optax_transform(spec).update(grad, opt_state, x)
     x = optax.apply_updates(x, updates)
-    value, grad = value_and_grad(x, *loss_args)
+    value, grad = jax.value_and_grad(loss_fn)(x, *loss_args)
     inner, evaluations, failed = (opt_state, grad), 1, jnp.bool_(False)
   else:  # optax_lbfgs
     opt_state, grad = state.inner
-    value_fn = lambda y: value_and_grad(y, *loss_args)[0]
+    # A pure value function: the line search differentiates it itself.
+    value_fn = lambda y: loss_fn(y, *loss_args)
     updates, opt_state = _optax_transform(spec).update(
         grad, opt_state, x, value=state.value, grad=grad, value_fn=value_fn)
     x = optax.apply_updates(x, updates)
@@ -175,21 +177,26 @@ def _step(spec: OptimizerSpec, value_and_grad: ValueAndGrad, state: OptState,
                   value, status)
 
 
-def run_chunk(spec: OptimizerSpec, value_and_grad: ValueAndGrad,
-              state: OptState, num_steps: int | jax.Array, *loss_args
-              ) -> OptState:
+def run_chunk(spec: OptimizerSpec, loss_fn: LossFn,
+              state: OptState, num_steps: int | jax.Array, *loss_args,
+              max_evaluations: int | jax.Array | None = None) -> OptState:
   """Up to `num_steps` iterations in one `lax.while_loop` (call under jit).
 
-  Stops early, keeping the last finite image, when the status leaves RUNNING:
-  on a non-finite loss the offending step is discarded.
+  Stops early, keeping the last finite image, when the status leaves RUNNING
+  (on a non-finite loss the offending step is discarded), or once
+  `state.evaluations` reaches `max_evaluations` (the last iteration may pass it
+  by its line-search trials).
   """
   stop_at = state.iteration + num_steps
+  if max_evaluations is None:
+    max_evaluations = jnp.iinfo(jnp.int32).max
 
   def cond(s):
-    return (s.iteration < stop_at) & (s.status == RUNNING)
+    return ((s.iteration < stop_at) & (s.status == RUNNING) &
+            (s.evaluations < max_evaluations))
 
   def body(s):
-    new = _step(spec, value_and_grad, s, loss_args)
+    new = _step(spec, loss_fn, s, loss_args)
     # Never hand a NaN image back: keep the last good one, report the status.
     bad = new.status == NONFINITE
     return jax.lax.cond(bad, lambda: s._replace(status=new.status,

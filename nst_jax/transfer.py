@@ -282,12 +282,11 @@ def loss_weights(config: ml_collections.ConfigDict, plan: RunPlan
   }
 
 
-def value_and_grad_fn(spec: losses.LossSpec):
-  """x, params, targets, weights -> (loss, d loss / d x); jit it with `spec`."""
-  def value_and_grad(x, params, targets, weights):
-    return jax.value_and_grad(
-        lambda y: losses.combined_loss(y, params, targets, weights, spec)[0])(x)
-  return value_and_grad
+def loss_fn(spec: losses.LossSpec):
+  """x, params, targets, weights -> total loss (scalar), for `optimize`."""
+  def total_loss(x, params, targets, weights):
+    return losses.combined_loss(x, params, targets, weights, spec)[0]
+  return total_loss
 
 
 def initial_image(mode_or_path: str | Path, content: jax.Array,
@@ -349,6 +348,7 @@ def run(config: ml_collections.ConfigDict, workdir: str | os.PathLike,
   plan = plan_run(config, workdir)
   params, weights_info = weights_lib.load_vgg19_params(plan.weights_path,
                                                        log=log)
+  params = vgg.prepare_params(params)
   log(f"weights: {weights_info['path']} (source {weights_info['source']}, "
       f"params sha256 {weights_info['params_sha256'][:16]}...)")
 
@@ -372,11 +372,10 @@ def run(config: ml_collections.ConfigDict, workdir: str | os.PathLike,
       plan.init_path or config.init, jnp.asarray(content_rgb),
       jnp.asarray(style_rgbs[0]), init_key))
 
-  value_and_grad = value_and_grad_fn(spec)
+  total_loss = loss_fn(spec)
   ospec = plan.optimizer_spec
-  init_fn = jax.jit(functools.partial(optimize.init, ospec, value_and_grad))
-  chunk_fn = jax.jit(functools.partial(optimize.run_chunk, ospec,
-                                       value_and_grad))
+  init_fn = jax.jit(functools.partial(optimize.init, ospec, total_loss))
+  chunk_fn = jax.jit(functools.partial(optimize.run_chunk, ospec, total_loss))
   terms_fn = jax.jit(lambda x, p, t, wt: losses.combined_loss(x, p, t, wt,
                                                               spec)[1])
 

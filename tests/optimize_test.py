@@ -15,7 +15,7 @@ SIZE = 32
 
 
 @pytest.fixture(scope='module')
-def loss_problem(random_params):
+def problem(random_params):
   spec = losses.LossSpec(('block3_conv1',), ('block1_conv1', 'block2_conv1',
                                              'block3_conv1'))
   k1, k2 = jax.random.split(jax.random.key(7))
@@ -32,21 +32,9 @@ def loss_problem(random_params):
   return loss, content, (random_params, targets, weights)
 
 
-def _value_and_grad(loss):
-  def value_and_grad(x, *args):
-    return jax.value_and_grad(loss)(x, *args)
-  return value_and_grad
-
-
-@pytest.fixture(scope='module')
-def problem(loss_problem):
-  loss, x0, args = loss_problem
-  return _value_and_grad(loss), x0, args
-
-
-def _run(spec, value_and_grad, x0, args, chunks):
-  init = jax.jit(functools.partial(optimize.init, spec, value_and_grad))
-  chunk = jax.jit(functools.partial(optimize.run_chunk, spec, value_and_grad))
+def _run(spec, loss, x0, args, chunks):
+  init = jax.jit(functools.partial(optimize.init, spec, loss))
+  chunk = jax.jit(functools.partial(optimize.run_chunk, spec, loss))
   state = init(x0, *args)
   for n in chunks:
     state = chunk(state, n, *args)
@@ -55,31 +43,31 @@ def _run(spec, value_and_grad, x0, args, chunks):
 
 @pytest.mark.parametrize('name', optimize.OPTIMIZERS)
 def test_optimizer_lowers_the_loss(problem, name):
-  value_and_grad, x0, args = problem
+  loss, x0, args = problem
   spec = optimize.OptimizerSpec(name=name, learning_rate=2.0)
-  start = float(value_and_grad(x0, *args)[0])
-  state = _run(spec, value_and_grad, x0, args, [15])
+  start = float(loss(x0, *args))
+  state = _run(spec, loss, x0, args, [15])
   assert int(state.iteration) == 15
   assert int(state.status) == optimize.RUNNING
   assert float(state.value) < 0.5 * start
   np.testing.assert_allclose(float(state.value),
-                             float(value_and_grad(state.x, *args)[0]),
+                             float(loss(state.x, *args)),
                              rtol=1e-5)
 
 
 @pytest.mark.parametrize('name', ['lbfgs', 'optax_lbfgs'])
 def test_chunked_run_equals_one_long_run(problem, name):
-  value_and_grad, x0, args = problem
+  loss, x0, args = problem
   spec = optimize.OptimizerSpec(name=name)
-  long = _run(spec, value_and_grad, x0, args, [12])
-  chunked = _run(spec, value_and_grad, x0, args, [5, 4, 3])
+  long = _run(spec, loss, x0, args, [12])
+  chunked = _run(spec, loss, x0, args, [5, 4, 3])
   assert int(chunked.iteration) == int(long.iteration) == 12
   assert int(chunked.evaluations) == int(long.evaluations)
   np.testing.assert_allclose(chunked.x, long.x, rtol=0, atol=1e-4)
 
 
 def _counting(loss):
-  """value_and_grad of `loss` whose every backward pass bumps a host counter.
+  """`loss` with a tap whose every backward pass bumps a host counter.
 
   A backward pass is a real evaluation: its result always feeds the optimiser.
   """
@@ -94,12 +82,12 @@ def _counting(loss):
     return (g,)
 
   tap.defvjp(lambda x: (x, None), tap_bwd)
-  return _value_and_grad(lambda x, *args: loss(tap(x), *args)), calls
+  return lambda x, *args: loss(tap(x), *args), calls
 
 
 @pytest.mark.parametrize('name', optimize.OPTIMIZERS)
-def test_evaluations_are_counted_right(loss_problem, name):
-  loss, x0, args = loss_problem
+def test_evaluations_are_counted_right(problem, name):
+  loss, x0, args = problem
   counted, calls = _counting(loss)
   spec = optimize.OptimizerSpec(name=name, learning_rate=2.0)
   state = _run(spec, counted, x0, args, [6, 4])
@@ -109,13 +97,12 @@ def test_evaluations_are_counted_right(loss_problem, name):
 
 
 def test_nan_stops_cleanly_keeping_last_good_image(problem):
-  value_and_grad, x0, args = problem
+  loss, x0, args = problem
 
   def nan_after_threshold(x, *args):
-    value, grad = value_and_grad(x, *args)
     # Poison the loss once the image has moved far enough from the start.
     bad = jnp.linalg.norm(x - x0) > 1.0
-    return jnp.where(bad, jnp.nan, value), grad
+    return jnp.where(bad, jnp.nan, loss(x, *args))
 
   spec = optimize.OptimizerSpec(name='adam', learning_rate=1.0)
   state = _run(spec, nan_after_threshold, x0, args, [50])
