@@ -49,5 +49,6 @@ def get_config() -> ml_collections.ConfigDict:
 
   # --- Output -----------------------------------------------------------
   config.snapshot_every = 50         # iterations per compiled chunk; a PNG after each
+  config.resume = ''                 # workdir of an interrupted run to continue
 
   return config

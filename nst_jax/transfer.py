@@ -20,7 +20,8 @@ import json
 import math
 import os
 from pathlib import Path
-import sys
+import signal
+import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -58,6 +59,12 @@ class RunPlan:
   style_layer_weights: tuple[float, ...]
   weights_path: Path | None
   workdir: Path
+
+
+def default_config_keys() -> tuple[str, ...]:
+  """Every field a run config has (configs/default.py)."""
+  from configs import default  # pylint: disable=import-outside-toplevel
+  return tuple(default.get_config().keys())
 
 
 def split_list(value: str) -> tuple[str, ...]:
@@ -156,14 +163,18 @@ def _check_workdir(workdir: Path, problems: list[str]) -> None:
                     'allow writing): choose a directory you can write to')
 
 
-def plan_run(config: ml_collections.ConfigDict, workdir: str | os.PathLike
-             ) -> RunPlan:
+def plan_run(config: ml_collections.ConfigDict, workdir: str | os.PathLike,
+             resuming: bool = False) -> RunPlan:
   """Checks the whole config and its files; raises UserError listing problems.
 
   Cheap: reads image headers and checks the weights file, decodes nothing
   large and compiles nothing.
   """
   problems: list[str] = []
+  unknown = sorted(set(config.keys()) - set(default_config_keys()))
+  if unknown:
+    problems.append(f'config has unknown field(s) {", ".join(unknown)}: see '
+                    'configs/default.py for the fields')
   # --- Numbers.
   _check_number(config, 'image_size', problems, integer=True, minimum=1,
                 maximum=8192)
@@ -247,7 +258,8 @@ def plan_run(config: ml_collections.ConfigDict, workdir: str | os.PathLike
       problems.append(f'config.weights: {e}')
   # --- Workdir.
   workdir = Path(workdir)
-  _check_workdir(workdir, problems)
+  if not resuming:
+    _check_workdir(workdir, problems)
 
   if problems:
     raise UserError('\n'.join(problems))
@@ -333,102 +345,269 @@ def _write_text_atomic(path: Path, text: str) -> None:
   os.replace(tmp, path)
 
 
-def run(config: ml_collections.ConfigDict, workdir: str | os.PathLike,
+@dataclasses.dataclass
+class Problem:
+  """What the optimiser needs, on the device (see `build_problem`).
+
+  Attributes:
+    params: prepared VGG19 params (`vgg.prepare_params`).
+    targets: content features and style statistics (`losses.compute_targets`).
+    weights: traced loss weights (`loss_weights`).
+    x0: the starting image, Caffe space float32[H, W, 3].
+    content_rgb: the content image, RGB float32[H, W, 3] in [0, 1].
+  """
+  params: dict
+  targets: dict
+  weights: dict
+  x0: jax.Array
+  content_rgb: jax.Array
+
+
+def build_problem(config: ml_collections.ConfigDict, plan: RunPlan,
+                  params: dict, log: Log = print) -> Problem:
+  """Loads the images, computes the targets once and the starting image."""
+  h, w = plan.content_hw
+  content_rgb = jnp.asarray(image_lib.load_image(plan.content_path,
+                                                 long_side=max(h, w)))
+  style_rgbs = [jnp.asarray(image_lib.load_image(p, long_side=plan.style_long_side))
+                for p in plan.style_paths]
+  log(f'content: {plan.content_path} -> {w}x{h} px; style: ' + ', '.join(
+      f'{p} -> {s.shape[1]}x{s.shape[0]} px'
+      for p, s in zip(plan.style_paths, style_rgbs)))
+  # One key per purpose, split from config.seed.
+  init_key, = jax.random.split(jax.random.key(config.seed), 1)
+  targets = jax.jit(losses.compute_targets, static_argnums=(4,))(
+      params, vgg.preprocess(content_rgb),
+      [vgg.preprocess(s) for s in style_rgbs],
+      jnp.asarray(plan.style_blend, jnp.float32), plan.loss_spec)
+  x0 = vgg.preprocess(initial_image(plan.init_path or config.init, content_rgb,
+                                    style_rgbs[0], init_key))
+  return Problem(params, targets, loss_weights(config, plan), x0, content_rgb)
+
+
+def compiled_steps(plan: RunPlan):
+  """(init, run_chunk, loss_terms), jitted for this run's static structure.
+
+  init(x0, params, targets, weights) -> OptState
+  run_chunk(state, num_steps, params, targets, weights) -> OptState
+  loss_terms(x, params, targets, weights) -> {'content', 'style', 'tv', 'total'}
+  """
+  spec, ospec = plan.loss_spec, plan.optimizer_spec
+  total_loss = loss_fn(spec)
+  init = jax.jit(functools.partial(optimize.init, ospec, total_loss))
+  chunk = jax.jit(functools.partial(optimize.run_chunk, ospec, total_loss))
+  terms = jax.jit(lambda x, p, t, w: losses.combined_loss(x, p, t, w, spec)[1])
+  return init, chunk, terms
+
+
+# --- Interruption and resumption ------------------------------------------------
+
+STATE_FILE = 'state.npz'
+# Fields that may differ between an interrupted run and its resumption.
+_RESUMABLE_CHANGES = ('resume', 'max_iterations')
+
+
+class Interrupted(Exception):
+  """SIGINT/SIGTERM arrived; the run saved its state and stopped cleanly."""
+
+
+class _StopRequests:
+  """Turns SIGINT/SIGTERM into a flag checked between chunks.
+
+  The first signal lets the current chunk finish (it is compiled code and
+  cannot be stopped half-way without losing it); a second one exits at once.
+  """
+
+  def __init__(self, log: Log):
+    self.signal_name = None
+    self._log = log
+    self._previous = {}
+
+  def __enter__(self):
+    # Signal handlers can only be set from the main thread.
+    if threading.current_thread() is threading.main_thread():
+      for sig in (signal.SIGINT, signal.SIGTERM):
+        self._previous[sig] = signal.signal(sig, self._handle)
+    return self
+
+  def _handle(self, signum, frame):
+    if self.signal_name is not None:
+      # Second request: give up on the chunk, leave as the default would.
+      signal.signal(signum, self._previous.get(signum, signal.SIG_DFL))
+      raise KeyboardInterrupt
+    self.signal_name = signal.Signals(signum).name
+    self._log(f'{self.signal_name}: finishing this chunk, then saving the '
+              'image and a resumable state (send it again to quit now)')
+
+  def __exit__(self, *exc):
+    for sig, handler in self._previous.items():
+      signal.signal(sig, handler)
+    return False
+
+
+def save_state(path: Path, state: optimize.OptState, rows: list[dict]) -> None:
+  """Writes the optimiser carry as an .npz (no pickles), atomically."""
+  leaves = jax.tree.leaves(state)
+  meta = {'num_leaves': len(leaves), 'rows': rows}
+  arrays = {f'leaf_{i:04d}': np.asarray(leaf) for i, leaf in enumerate(leaves)}
+  arrays['__meta__'] = np.frombuffer(json.dumps(meta).encode(), np.uint8)
+  tmp = path.with_name(f'.{path.name}.tmp')
+  with open(tmp, 'wb') as f:
+    np.savez(f, **arrays)
+  os.replace(tmp, path)
+
+
+def load_state(path: Path, like: optimize.OptState
+               ) -> tuple[optimize.OptState, list[dict]]:
+  """Reads `save_state`'s file into the structure of `like`."""
+  fix = ('start a new run instead (this state does not fit the config)')
+  try:
+    with np.load(path, allow_pickle=False) as data:
+      meta = json.loads(bytes(data['__meta__']).decode())
+      leaves = [data[f'leaf_{i:04d}'] for i in range(meta['num_leaves'])]
+  except Exception as e:  # pylint: disable=broad-except
+    raise UserError(f'{path} is not a readable run state ({e}): {fix}') from e
+  like_leaves, treedef = jax.tree.flatten(like)
+  if len(leaves) != len(like_leaves) or any(
+      a.shape != b.shape or a.dtype != b.dtype
+      for a, b in zip(leaves, like_leaves)):
+    raise UserError(f'{path} was saved by a different optimiser or image '
+                    f'size: {fix}')
+  return jax.tree.unflatten(treedef, [jnp.asarray(a) for a in leaves]), meta['rows']
+
+
+def check_resume(config: ml_collections.ConfigDict) -> Path:
+  """The workdir to resume, checked against the config; raises UserError."""
+  workdir = Path(config.resume)
+  saved_path = workdir / 'config.json'
+  if not (workdir / STATE_FILE).is_file() or not saved_path.is_file():
+    raise UserError(
+        f'config.resume={config.resume!r} holds no interrupted run (no '
+        f'{STATE_FILE} and config.json there): give the workdir of a run that '
+        'was stopped with Ctrl-C or SIGTERM')
+  saved = json.loads(saved_path.read_text())['config']
+  current = json.loads(config.to_json())
+  changed = sorted(k for k in set(saved) | set(current)
+                   if k not in _RESUMABLE_CHANGES and saved.get(k) != current.get(k))
+  if changed:
+    raise UserError(
+        'config.resume: the interrupted run used ' + ', '.join(
+            f'{k}={saved.get(k)!r}' for k in changed) +
+        ' but this config has ' + ', '.join(
+            f'{k}={current.get(k)!r}' for k in changed) +
+        ': resume with the same config (only max_iterations may change)')
+  return workdir
+
+
+# --- The run ----------------------------------------------------------------------
+
+def run(config: ml_collections.ConfigDict, workdir: str | os.PathLike | None,
         log: Log = print) -> dict[str, Any]:
   """Runs style transfer as `config` says; writes everything under `workdir`.
 
+  With `config.resume` set, continues the interrupted run saved there instead
+  (`workdir` is then ignored).
+
   Returns:
-    {'final': Path, 'workdir': Path, 'iterations': int, 'evaluations': int,
-     'losses': {term: float}, 'status': str}.
+    {'final': Path | None, 'workdir': Path, 'iterations': int,
+     'evaluations': int, 'losses': {term: float}, 'status': str}; status is
+    'finished', 'converged' or 'diverged' (then 'final' is None and the last
+    finite snapshot is kept).
 
   Raises:
     UserError: a bad config value or input file (all reported at once, before
       any compilation).
+    Interrupted: SIGINT/SIGTERM; the state was saved for `config.resume`.
   """
-  plan = plan_run(config, workdir)
+  resuming = bool(config.get('resume'))
+  if resuming:
+    workdir = check_resume(config)
+  plan = plan_run(config, workdir or default_workdir(config), resuming=resuming)
   params, weights_info = weights_lib.load_vgg19_params(plan.weights_path,
                                                        log=log)
   params = vgg.prepare_params(params)
   log(f"weights: {weights_info['path']} (source {weights_info['source']}, "
       f"params sha256 {weights_info['params_sha256'][:16]}...)")
-
-  h, w = plan.content_hw
-  content_rgb = image_lib.load_image(plan.content_path, long_side=max(h, w))
-  style_rgbs = [image_lib.load_image(p, long_side=plan.style_long_side)
-                for p in plan.style_paths]
-  log(f'content: {plan.content_path} -> {w}x{h} px; style: ' + ', '.join(
-      f'{p} -> {s.shape[1]}x{s.shape[0]} px'
-      for p, s in zip(plan.style_paths, style_rgbs)))
-
-  key = jax.random.key(config.seed)
-  init_key, = jax.random.split(key, 1)  # one key per purpose; more may follow
-  spec = plan.loss_spec
-  targets = jax.jit(losses.compute_targets, static_argnums=(4,))(
-      params, vgg.preprocess(jnp.asarray(content_rgb)),
-      [vgg.preprocess(jnp.asarray(s)) for s in style_rgbs],
-      jnp.asarray(plan.style_blend, jnp.float32), spec)
-  weights = loss_weights(config, plan)
-  x0 = vgg.preprocess(initial_image(
-      plan.init_path or config.init, jnp.asarray(content_rgb),
-      jnp.asarray(style_rgbs[0]), init_key))
-
-  total_loss = loss_fn(spec)
-  ospec = plan.optimizer_spec
-  init_fn = jax.jit(functools.partial(optimize.init, ospec, total_loss))
-  chunk_fn = jax.jit(functools.partial(optimize.run_chunk, ospec, total_loss))
-  terms_fn = jax.jit(lambda x, p, t, wt: losses.combined_loss(x, p, t, wt,
-                                                              spec)[1])
+  problem = build_problem(config, plan, params, log)
+  init_fn, chunk_fn, terms_fn = compiled_steps(plan)
+  args = (problem.params, problem.targets, problem.weights)
 
   workdir = plan.workdir
   (workdir / 'snapshots').mkdir(parents=True, exist_ok=True)
-  record = {'config': json.loads(config.to_json()),
-            'weights': weights_info, 'versions': library_versions(),
-            'device': str(jax.devices()[0])}
-  _write_text_atomic(workdir / 'config.json', json.dumps(record, indent=2))
-  metadata = {'nst_jax:config': config.to_json(),
+  versions = library_versions()
+  # The config that makes this image: where a resumed run came from is not
+  # part of it.
+  recorded = config.copy_and_resolve_references()
+  recorded.resume = ''
+  metadata = {'nst_jax:config': recorded.to_json(),
               'nst_jax:seed': str(config.seed),
               'nst_jax:weights_sha256': weights_info['params_sha256'],
-              'nst_jax:versions': json.dumps(record['versions'])}
-
+              'nst_jax:versions': json.dumps(versions)}
   t0 = time.perf_counter()
-  state = init_fn(x0, params, targets, weights)
+  state = init_fn(problem.x0, *args)
+  rows: list[dict] = []
+  if resuming:
+    state, rows = load_state(workdir / STATE_FILE, state)
+    log(f'resuming {workdir} at iteration {int(state.iteration)}')
+  else:
+    record = {'config': json.loads(config.to_json()), 'weights': weights_info,
+              'versions': versions, 'device': str(jax.devices()[0])}
+    _write_text_atomic(workdir / 'config.json', json.dumps(record, indent=2))
   state.value.block_until_ready()
   log(f'compiled and evaluated the start point in {time.perf_counter() - t0:.1f}s'
       f' (loss {float(state.value):.4g})')
+
   total = config.max_iterations
-  losses_path = workdir / 'losses.jsonl'
-  rows = []
-  t_start = time.perf_counter()
-  last = None
-  while int(state.iteration) < total and int(state.status) == optimize.RUNNING:
-    steps = min(config.snapshot_every, total - int(state.iteration))
-    state = chunk_fn(state, jnp.int32(steps), params, targets, weights)
-    terms = {k: float(v) for k, v in
-             terms_fn(state.x, params, targets, weights).items()}
-    elapsed = time.perf_counter() - t_start
-    it, evals = int(state.iteration), int(state.evaluations)
-    rows.append({'iteration': it, 'evaluations': evals, **terms,
-                 'seconds': round(elapsed, 3)})
-    _write_text_atomic(losses_path,
-                       ''.join(json.dumps(r) + '\n' for r in rows))
-    image_rgb = np.asarray(vgg.deprocess(state.x))
-    last = workdir / 'snapshots' / f'iter_{it:06d}.png'
-    image_lib.save_png(last, image_rgb, metadata)
-    rate = evals / elapsed if elapsed > 0 else float('nan')
-    eta = (elapsed / max(it, 1)) * (total - it)
-    log(f'iter {it:>5}/{total}  evals {evals:>5}  total {terms["total"]:.4g}  '
-        f'content {terms["content"]:.4g}  style {terms["style"]:.4g}  '
-        f'tv {terms["tv"]:.4g}  {rate:.2f} evals/s  ETA {_format_seconds(eta)}')
-  status = optimize.STATUS_NAMES[int(state.status)]
-  if int(state.status) not in (optimize.RUNNING, optimize.CONVERGED):
-    log(f'stopped early at iteration {int(state.iteration)}: {status}')
+  t_start, it_start = time.perf_counter(), int(state.iteration)
+  evals_start = int(state.evaluations)
+  last_snapshot = None
+  with _StopRequests(log) as stop:
+    while int(state.iteration) < total and int(state.status) == optimize.RUNNING:
+      steps = min(config.snapshot_every, total - int(state.iteration))
+      state = chunk_fn(state, jnp.int32(steps), *args)
+      terms = {k: float(v) for k, v in terms_fn(state.x, *args).items()}
+      elapsed = time.perf_counter() - t_start
+      it, evals = int(state.iteration), int(state.evaluations)
+      rows.append({'iteration': it, 'evaluations': evals, **terms,
+                   'seconds': round(elapsed, 3)})
+      _write_text_atomic(workdir / 'losses.jsonl',
+                         ''.join(json.dumps(r) + '\n' for r in rows))
+      last_snapshot = workdir / 'snapshots' / f'iter_{it:06d}.png'
+      image_lib.save_png(last_snapshot, np.asarray(vgg.deprocess(state.x)),
+                         metadata)
+      rate = (evals - evals_start) / elapsed if elapsed > 0 else float('nan')
+      eta = elapsed / max(it - it_start, 1) * (total - it)
+      log(f'iter {it:>5}/{total}  evals {evals:>5}  total {terms["total"]:.4g}  '
+          f'content {terms["content"]:.4g}  style {terms["style"]:.4g}  '
+          f'tv {terms["tv"]:.4g}  {rate:.2f} evals/s  ETA {_format_seconds(eta)}')
+      if stop.signal_name and int(state.iteration) < total:
+        save_state(workdir / STATE_FILE, state, rows)
+        raise Interrupted(
+            f'stopped by {stop.signal_name} at iteration {it}: the latest image '
+            f'is {last_snapshot}; continue with the same command plus '
+            f'--config.resume={workdir}')
+
+  result = {'workdir': workdir, 'iterations': int(state.iteration),
+            'evaluations': int(state.evaluations),
+            'losses': rows[-1] if rows else {}}
+  if int(state.status) == optimize.NONFINITE:
+    # The loop never hands back a non-finite image: state.x is the last good one.
+    kept = workdir / 'snapshots' / f'iter_{int(state.iteration):06d}.png'
+    image_lib.save_png(kept, np.asarray(vgg.deprocess(state.x)), metadata)
+    log(f'error: the loss became NaN or infinite after iteration '
+        f'{int(state.iteration)}; the last finite image is {kept}. Lower '
+        'learning_rate (Adam) or the loss weights, or use optimizer=lbfgs.')
+    return {**result, 'final': None, 'status': 'diverged'}
+  status = 'converged' if int(state.status) == optimize.CONVERGED else 'finished'
+  if int(state.status) == optimize.LINESEARCH_FAILED:
+    log(f'stopped at iteration {int(state.iteration)}: the line search found '
+        'no lower loss (converged to float32 precision); keeping the result')
+    status = 'converged'
   final = workdir / 'final.png'
   image_lib.save_png(final, np.asarray(vgg.deprocess(state.x)), metadata)
+  (workdir / STATE_FILE).unlink(missing_ok=True)
   log(f'wrote {final} ({int(state.iteration)} iterations, '
       f'{int(state.evaluations)} evaluations, '
       f'{time.perf_counter() - t0:.1f}s); snapshots, losses.jsonl and '
       f'config.json are in {workdir}')
-  return {'final': final, 'workdir': workdir,
-          'iterations': int(state.iteration),
-          'evaluations': int(state.evaluations),
-          'losses': rows[-1] if rows else {}, 'status': status}
+  return {**result, 'final': final, 'status': status}

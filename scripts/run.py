@@ -9,6 +9,7 @@ import sys
 
 from absl import app
 from absl import flags
+from absl import logging
 from ml_collections import config_flags
 
 from nst_jax import transfer
@@ -21,16 +22,22 @@ _WORKDIR = flags.DEFINE_string(
 
 
 def main(argv):
+  logging.set_verbosity(logging.WARNING)  # JAX's backend probing is noise here
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
   config = _CONFIG.value
   if config is None:
     raise app.UsageError('--config is required, e.g. --config=configs/starry.py')
   try:
-    transfer.run(config, _WORKDIR.value or transfer.default_workdir(config))
+    result = transfer.run(config, _WORKDIR.value)
   except UserError as e:
     print(f'error: {e}'.replace('\n', '\nerror: '), file=sys.stderr)
     sys.exit(2)
+  except transfer.Interrupted as e:
+    print(e, file=sys.stderr)
+    sys.exit(130)
+  if result['status'] == 'diverged':
+    sys.exit(3)
 
 
 if __name__ == '__main__':

@@ -70,14 +70,17 @@ def test_total_variation_loss():
   assert np.all(np.isfinite(g)) and np.all(g == 0)
 
 
-def _problem(params, normalization, dtype=jnp.float32, size=32):
+def _problem(params, normalization, dtype=jnp.float32, size=32,
+             style_loss='gram'):
   spec = losses.LossSpec(('block3_conv2',), ('block1_conv1', 'block2_conv1',
                                              'block3_conv1'),
-                         normalization=normalization)
+                         normalization=normalization, style_loss=style_loss,
+                         sliced_projections=16)
   keys = jax.random.split(jax.random.key(4), 3)
   content, style, x = (vgg.preprocess(jax.random.uniform(k, (size, size, 3),
                                                          dtype)) for k in keys)
-  targets = losses.compute_targets(params, content, [style], None, spec)
+  targets = losses.compute_targets(params, content, [style], None, spec,
+                                   key=jax.random.key(6))
   weights = {'content': jnp.asarray(0.5, dtype), 'style': jnp.asarray(2.0, dtype),
              'tv': jnp.asarray(0.1, dtype),
              'content_layers': jnp.ones(1, dtype),
@@ -131,3 +134,229 @@ def test_style_blend_blends_grams(random_params):
     np.testing.assert_allclose(
         blend['style'][layer],
         0.25 * only1['style'][layer] + 0.75 * only2['style'][layer], rtol=1e-5)
+
+
+# --- Style loss variants: 'mean_cov' and 'sliced_wasserstein'.
+
+
+def _np_mean_cov(f):
+  flat = f.reshape(-1, f.shape[-1]).astype(np.float64)
+  return flat.mean(0), np.cov(flat.T, bias=True)
+
+
+def _np_sliced(fx, fs, directions):
+  """Reference sliced W2 (times the style's mean squared projection)."""
+  px = np.sort(fx.reshape(-1, fx.shape[-1]) @ directions, axis=0)
+  ps = np.sort(fs.reshape(-1, fs.shape[-1]) @ directions, axis=0)
+  n, m = px.shape[0], ps.shape[0]
+  q = np.stack([np.interp((np.arange(n) + 0.5) / n, (np.arange(m) + 0.5) / m,
+                          ps[:, p]) for p in range(ps.shape[1])], axis=1)
+  return np.mean((px - q) ** 2) * np.mean(q ** 2)
+
+
+def test_loss_spec_rejects_unknown_style_loss():
+  with pytest.raises(ValueError, match='style_loss'):
+    losses.LossSpec(('block1_conv1',), ('block1_conv1',), style_loss='gatys')
+  assert losses.LossSpec(('block1_conv1',), ()).style_loss == 'gram'
+  assert set(losses.STYLE_LOSSES) == {'gram', 'mean_cov', 'sliced_wasserstein'}
+
+
+def test_mean_cov_layer_loss_matches_numpy(feats):
+  x, s = feats
+  mu_x, cov_x = _np_mean_cov(x)
+  mu_s, cov_s = _np_mean_cov(s)
+  mean, cov = losses.feature_mean_cov(jnp.asarray(s))
+  np.testing.assert_allclose(mean, mu_s, rtol=1e-5)
+  np.testing.assert_allclose(cov, cov_s, rtol=1e-4, atol=1e-7)
+  ref = (np.mean((cov_x - cov_s) ** 2) +
+         2 * np.mean(mu_s ** 2) * np.mean((mu_x - mu_s) ** 2))
+  target = {'mean': mean, 'cov': cov}
+  got = losses.mean_cov_layer_loss(jnp.asarray(x), target, 'normalized')
+  np.testing.assert_allclose(got, ref, rtol=1e-4)
+  got_seed = losses.mean_cov_layer_loss(jnp.asarray(x), target, 'seed')
+  np.testing.assert_allclose(got_seed, ref / 4, rtol=1e-4)
+
+
+def test_mean_cov_is_zero_for_the_same_statistics(feats):
+  x, _ = feats
+  mu = x.reshape(-1, 3).mean(0)
+  # Point reflection through the mean: different features, same mean and
+  # covariance.
+  mirrored = 2 * mu - x
+  mean, cov = losses.feature_mean_cov(jnp.asarray(mirrored))
+  got = losses.mean_cov_layer_loss(jnp.asarray(x), {'mean': mean, 'cov': cov},
+                                   'normalized')
+  assert float(got) < 1e-12
+  # For features of zero mean it is the normalised Gram loss.
+  y, z = x - mu, (x - mu)[::-1] * 1.5
+  target = dict(zip(('mean', 'cov'), losses.feature_mean_cov(jnp.asarray(z))))
+  np.testing.assert_allclose(
+      losses.mean_cov_layer_loss(jnp.asarray(y), target, 'normalized'),
+      losses.style_layer_loss(jnp.asarray(y), losses.gram_matrix(z, True),
+                              'normalized'), rtol=1e-4)
+
+
+def test_resample_quantiles():
+  values = jnp.asarray([[0.0, 10.0], [1.0, 20.0], [2.0, 30.0], [3.0, 40.0]])
+  np.testing.assert_array_equal(losses.resample_quantiles(values, 4), values)
+  # Probabilities 1/8, 3/8, 5/8, 7/8 -> 1/4, 3/4: halfway between samples.
+  np.testing.assert_allclose(losses.resample_quantiles(values, 2),
+                             [[0.5, 15.0], [2.5, 35.0]])
+  # Beyond the outer samples the quantile function is held constant.
+  np.testing.assert_allclose(losses.resample_quantiles(values[:2], 4)[:, 0],
+                             [0.0, 0.25, 0.75, 1.0])
+
+
+def _sliced_target(f, spec, key, x_hw):
+  return losses.style_targets({'block1_conv1': jnp.asarray(f)}, spec, key=key,
+                              x_hw=x_hw)['block1_conv1']
+
+
+def test_sliced_wasserstein_zero_same_positive_other_permutation_invariant():
+  spec = losses.LossSpec((), ('block1_conv1',), style_loss='sliced_wasserstein',
+                         normalization='normalized', sliced_projections=8)
+  rng = np.random.default_rng(2)
+  x = rng.random((5, 4, 6)).astype(np.float32)
+  s = (rng.random((7, 3, 6)) ** 2).astype(np.float32)  # 21 positions, not 20
+  key = jax.random.key(3)
+  loss = lambda f, t: float(losses.sliced_wasserstein_layer_loss(
+      jnp.asarray(f), t, 'normalized'))
+
+  target_x = _sliced_target(x, spec, key, (5, 4))
+  directions = np.asarray(target_x['directions'])
+  assert directions.shape == (6, 8)
+  np.testing.assert_allclose(np.linalg.norm(directions, axis=0), 1, rtol=1e-5)
+  # The same feature set, in any order of positions, is at distance 0.
+  perm = rng.permutation(20)
+  shuffled = x.reshape(20, 6)[perm].reshape(5, 4, 6)
+  assert loss(x, target_x) == 0.0
+  assert loss(shuffled, target_x) < 1e-10
+  # Another set: positive, as in numpy, and still blind to the order.
+  target_s = _sliced_target(s, spec, key, (5, 4))
+  np.testing.assert_array_equal(target_s['directions'], directions)
+  assert target_s['quantiles'].shape == (20, 8)
+  ref = _np_sliced(x.astype(np.float64), s, directions.astype(np.float64))
+  assert ref > 1e-3
+  np.testing.assert_allclose(loss(x, target_s), ref, rtol=1e-4)
+  np.testing.assert_allclose(loss(shuffled, target_s), ref, rtol=1e-4)
+  seed = losses.sliced_wasserstein_layer_loss(jnp.asarray(x), target_s, 'seed')
+  np.testing.assert_allclose(seed, ref / 4, rtol=1e-4)
+  # Targets for another image size do not fit: a clear error, not a broadcast.
+  with pytest.raises(ValueError, match='positions'):
+    loss(x, _sliced_target(s, spec, key, (4, 4)))
+
+
+def test_sliced_wasserstein_needs_a_key(random_params):
+  spec = losses.LossSpec(('block1_conv1',), ('block1_conv1',),
+                         style_loss='sliced_wasserstein')
+  image = jnp.zeros((8, 8, 3))
+  with pytest.raises(ValueError, match='key'):
+    losses.compute_targets(random_params, image, [image], None, spec)
+
+
+def test_sliced_wasserstein_directions_are_fixed_per_layer(random_params):
+  spec = losses.LossSpec(('block1_conv1',), ('block1_conv1', 'block2_conv1'),
+                         style_loss='sliced_wasserstein', sliced_projections=4)
+  only2 = losses.LossSpec(('block1_conv1',), ('block2_conv1',),
+                          style_loss='sliced_wasserstein', sliced_projections=4)
+  k1, k2 = jax.random.split(jax.random.key(8))
+  content = jax.random.normal(k1, (16, 12, 3))
+  style = jax.random.normal(k2, (20, 20, 3))
+  t = losses.compute_targets(random_params, content, [style], None, spec,
+                             key=jax.random.key(1))
+  t2 = losses.compute_targets(random_params, content, [style], None, only2,
+                              key=jax.random.key(1))
+  # Quantiles sampled at x's (= the content's) positions at each layer.
+  assert t['style']['block1_conv1']['quantiles'].shape == (16 * 12, 4)
+  assert t['style']['block2_conv1']['quantiles'].shape == (8 * 6, 4)
+  np.testing.assert_array_equal(t['style']['block2_conv1']['directions'],
+                                t2['style']['block2_conv1']['directions'])
+
+
+@pytest.mark.parametrize('style_loss', ['mean_cov', 'sliced_wasserstein'])
+def test_variant_terms_sum_to_total(random_params, style_loss):
+  spec, targets, weights, x = _problem(random_params, 'normalized', size=16,
+                                       style_loss=style_loss)
+  total, terms = jax.jit(losses.combined_loss, static_argnums=4)(
+      x, random_params, targets, weights, spec)
+  assert float(terms['style']) > 0
+  np.testing.assert_allclose(terms['content'] + terms['style'] + terms['tv'],
+                             total, rtol=1e-6)
+
+
+@pytest.mark.parametrize('style_loss', ['mean_cov', 'sliced_wasserstein'])
+def test_variant_gradient_matches_finite_differences_float64(random_params,
+                                                             style_loss):
+  with jax.enable_x64(True):
+    params = jax.tree.map(lambda a: jnp.asarray(a, jnp.float64), random_params)
+    spec, targets, weights, x = _problem(params, 'seed', jnp.float64, size=16,
+                                         style_loss=style_loss)
+    weights = dict(weights, content=jnp.float64(0.0), tv=jnp.float64(0.0))
+    f = lambda y: losses.combined_loss(y, params, targets, weights, spec)[0]
+    g = jax.grad(f)(x)
+    assert g.dtype == jnp.float64
+    for seed in range(3):
+      v = jax.random.normal(jax.random.key(10 + seed), x.shape, jnp.float64)
+      # Smaller than above: the sorted projections are only piecewise smooth
+      # (kinks where two positions swap order) and at 1e-4 some swaps fall
+      # inside the difference interval.
+      eps = 1e-6
+      fd = (f(x + eps * v) - f(x - eps * v)) / (2 * eps)
+      np.testing.assert_allclose(float(jnp.vdot(g, v)), float(fd), rtol=1e-5)
+
+
+@pytest.mark.parametrize('style_loss', losses.STYLE_LOSSES)
+def test_blend_one_zero_equals_the_single_style(random_params, style_loss):
+  spec = losses.LossSpec(('block1_conv1',), ('block1_conv1', 'block2_conv1'),
+                         style_loss=style_loss, sliced_projections=8)
+  k1, k2, k3 = jax.random.split(jax.random.key(5), 3)
+  content = jax.random.normal(k1, (16, 16, 3))
+  s1 = jax.random.normal(k2, (16, 16, 3))
+  s2 = jax.random.normal(k3, (24, 20, 3)) * 3
+  key = jax.random.key(2)
+  blend = losses.compute_targets(random_params, content, [s1, s2],
+                                 jnp.array([1.0, 0.0]), spec, key=key)
+  only1 = losses.compute_targets(random_params, content, [s1], None, spec,
+                                 key=key)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6,
+                                                       atol=1e-6),
+               blend['style'], only1['style'])
+
+
+def test_mean_cov_blend_is_the_mixture_moments(random_params):
+  spec = losses.LossSpec(('block1_conv1',), ('block1_conv1',),
+                         style_loss='mean_cov')
+  k1, k2 = jax.random.split(jax.random.key(9))
+  s1 = jax.random.normal(k1, (12, 12, 3))
+  s2 = jax.random.normal(k2, (12, 12, 3)) * 2 + 1
+  blend = losses.compute_targets(random_params, s1, [s1, s2],
+                                 jnp.array([0.5, 0.5]), spec)
+  # With equal sizes and weights, the mixture is the union of the features.
+  f1, f2 = (vgg.extract_features(random_params, s, ['block1_conv1'])
+            ['block1_conv1'] for s in (s1, s2))
+  mean, cov = losses.feature_mean_cov(jnp.concatenate([f1, f2], axis=0))
+  np.testing.assert_allclose(blend['style']['block1_conv1']['mean'], mean,
+                             rtol=1e-5)
+  np.testing.assert_allclose(blend['style']['block1_conv1']['cov'], cov,
+                             rtol=1e-4, atol=1e-4 * float(jnp.max(cov)))
+
+
+def test_sliced_blend_averages_quantile_functions(random_params):
+  spec = losses.LossSpec(('block1_conv1',), ('block1_conv1',),
+                         style_loss='sliced_wasserstein', sliced_projections=4)
+  k1, k2, k3 = jax.random.split(jax.random.key(11), 3)
+  content = jax.random.normal(k1, (12, 12, 3))
+  s1 = jax.random.normal(k2, (12, 16, 3))
+  s2 = jax.random.normal(k3, (10, 10, 3)) * 2
+  key = jax.random.key(0)
+  t = lambda styles, w: losses.compute_targets(
+      random_params, content, styles, w, spec, key=key)['style']['block1_conv1']
+  blend = t([s1, s2], jnp.array([0.25, 0.75]))
+  only1, only2 = t([s1], None), t([s2], None)
+  np.testing.assert_allclose(
+      blend['quantiles'],
+      0.25 * only1['quantiles'] + 0.75 * only2['quantiles'], rtol=1e-5,
+      atol=1e-5)
+  # An average of increasing functions is increasing: still a quantile
+  # function.
+  assert bool(jnp.all(jnp.diff(blend['quantiles'], axis=0) >= 0))

@@ -55,7 +55,7 @@ def test_optimizer_lowers_the_loss(problem, name):
                              rtol=1e-5)
 
 
-@pytest.mark.parametrize('name', ['lbfgs', 'optax_lbfgs'])
+@pytest.mark.parametrize('name', ['lbfgs', 'optax_lbfgs', 'lbfgsb'])
 def test_chunked_run_equals_one_long_run(problem, name):
   loss, x0, args = problem
   spec = optimize.OptimizerSpec(name=name)
@@ -110,3 +110,52 @@ def test_nan_stops_cleanly_keeping_last_good_image(problem):
   assert int(state.iteration) < 50
   assert bool(jnp.all(jnp.isfinite(state.x)))
   assert float(jnp.linalg.norm(state.x - x0)) <= 1.0
+
+
+def _out_of_bounds(x):
+  """How far (Caffe units) the image is outside the valid pixel box; <= 0 inside."""
+  lower, upper = optimize.pixel_bounds(x)
+  return float(jnp.maximum(jnp.max(x - upper), jnp.max(lower - x)))
+
+
+def test_pixel_bounds_are_the_images_of_0_and_1():
+  rgb = jnp.stack([jnp.zeros((2, 2, 3)), jnp.ones((2, 2, 3))])
+  lower, upper = optimize.pixel_bounds(jnp.zeros((2, 2, 3)))
+  np.testing.assert_array_equal(vgg.preprocess(rgb[0]), lower)
+  np.testing.assert_array_equal(vgg.preprocess(rgb[1]), upper)
+  x = jnp.asarray([[[-200.0, 0.0, 300.0]]])
+  np.testing.assert_allclose(optimize.clip_to_valid(x),
+                             [[[-103.939, 0.0, 255 - 123.68]]], rtol=1e-6)
+
+
+def test_lbfgsb_keeps_pixels_in_bounds_where_lbfgs_does_not(problem):
+  loss, x0, (params, targets, weights) = problem
+  # A heavy style weight pushes the unbounded optimiser out of range quickly.
+  args = (params, targets, dict(weights, style=jnp.float32(10.0)))
+  init = lambda spec: jax.jit(functools.partial(optimize.init, spec, loss))(
+      x0, *args)
+  chunk = lambda spec: jax.jit(functools.partial(optimize.run_chunk, spec,
+                                                 loss))
+  free_spec = optimize.OptimizerSpec(name='lbfgs')
+  boxed_spec = optimize.OptimizerSpec(name='lbfgsb')
+  free, boxed = init(free_spec), init(boxed_spec)
+  start = float(boxed.value)
+  free_excess = []
+  for n in (4, 4, 4):
+    free = chunk(free_spec)(free, n, *args)
+    boxed = chunk(boxed_spec)(boxed, n, *args)
+    free_excess.append(_out_of_bounds(free.x))
+    # Inside up to float32 rounding of a step that ends on a bound.
+    assert _out_of_bounds(boxed.x) <= 1e-3, int(boxed.iteration)
+  assert int(boxed.iteration) == 12
+  assert int(boxed.status) == optimize.RUNNING
+  assert float(boxed.value) < 0.5 * start
+  # The test can fail: without bounds, the same problem leaves the range.
+  assert max(free_excess) > 10.0
+  assert _out_of_bounds(optimize.clip_to_valid(free.x)) <= 0.0
+
+
+def test_lbfgsb_rejects_hager_zhang():
+  with pytest.raises(ValueError, match='hager-zhang'):
+    optimize.OptimizerSpec(name='lbfgsb', linesearch='hager-zhang')
+  optimize.OptimizerSpec(name='lbfgsb', linesearch='backtracking')

@@ -152,3 +152,73 @@ def test_user_errors_exit_2_with_one_line_each(two_runs, tmp_path):
   assert proc.returncode == 2 and 'Traceback' not in proc.stderr
   errors = [l for l in proc.stderr.splitlines() if l.startswith('error:')]
   assert len(errors) == 1 and 'blok2_conv1' in errors[0]
+
+
+def test_unknown_config_field_is_reported(tmp_path):
+  import ml_collections
+  config = ml_collections.ConfigDict(dict(_config().to_dict(), stlye_weight=3.0))
+  assert any('stlye_weight' in p for p in _problems(config, tmp_path / 'run'))
+
+
+def test_sigint_saves_state_and_resume_matches_uninterrupted(tmp_path):
+  import signal
+  import time
+  args = ['--config=configs/starry.py:quick', '--config.image_size=48',
+          '--config.max_iterations=10', '--config.snapshot_every=2']
+  workdir = tmp_path / 'interrupted'
+  env = dict(os.environ, PYTHONUNBUFFERED='1')
+  proc = subprocess.Popen(
+      [sys.executable, str(REPO / 'scripts' / 'run.py'), *args,
+       f'--workdir={workdir}'], cwd=REPO, env=env, stdout=subprocess.PIPE,
+      stderr=subprocess.PIPE, text=True)
+  # Interrupt as soon as the first chunk is reported.
+  for line in proc.stdout:
+    if line.startswith('iter'):
+      proc.send_signal(signal.SIGINT)
+      break
+  out, err = proc.communicate(timeout=300)
+  assert proc.returncode == 130, err
+  assert 'resume' in err and 'Traceback' not in err
+  assert (workdir / 'state.npz').is_file()
+  snapshots = sorted((workdir / 'snapshots').iterdir())
+  assert snapshots and not (workdir / 'final.png').exists()
+
+  _run_script(*args, f'--config.resume={workdir}')
+  _run_script(*args, f'--workdir={tmp_path / "straight"}')
+  resumed = np.asarray(Image.open(workdir / 'final.png'), np.int16)
+  straight = np.asarray(Image.open(tmp_path / 'straight' / 'final.png'), np.int16)
+  assert np.abs(resumed - straight).max() <= 1
+  assert not (workdir / 'state.npz').exists()
+  rows = [json.loads(l) for l in (workdir / 'losses.jsonl').read_text().splitlines()]
+  assert [r['iteration'] for r in rows] == [2, 4, 6, 8, 10]
+  # A finished run has nothing to resume.
+  proc = _run_script(*args, f'--config.resume={tmp_path / "straight"}',
+                     check=False)
+  assert proc.returncode == 2 and 'no interrupted run' in proc.stderr
+
+
+def test_divergence_stops_cleanly_and_keeps_last_finite_image(tmp_path):
+  config = _config(optimizer='adam', learning_rate=1e30, max_iterations=6,
+                   snapshot_every=3, image_size=32,
+                   content_layers='block2_conv1',
+                   style_layers='block1_conv1,block2_conv1')
+  lines = []
+  result = transfer.run(config, tmp_path / 'run', log=lines.append)
+  assert result['status'] == 'diverged' and result['final'] is None
+  assert any('NaN or infinite' in l and 'learning_rate' in l for l in lines)
+  kept = sorted((tmp_path / 'run' / 'snapshots').iterdir())[-1]
+  pixels = np.asarray(Image.open(kept))
+  assert pixels.shape == (24, 32, 3)
+
+
+def test_resume_refuses_a_changed_config(tmp_path):
+  config = _config()
+  (tmp_path / 'config.json').write_text(json.dumps(
+      {'config': json.loads(config.to_json())}))
+  (tmp_path / 'state.npz').write_bytes(b'')
+  changed = _config(style_weight=3.0, resume=str(tmp_path), max_iterations=9)
+  with pytest.raises(UserError, match='style_weight=1.0.*style_weight=3.0'):
+    transfer.check_resume(changed)
+  # Only max_iterations may change.
+  assert transfer.check_resume(_config(resume=str(tmp_path),
+                                       max_iterations=9)) == tmp_path
