@@ -136,9 +136,10 @@ def _jaxopt_solver(spec: OptimizerSpec, loss_fn: LossFn):
       maxiter=1 << 30, tol=0.0, implicit_diff=False, jit=True)
   # LBFGS always tells its line search that the loss has an aux output, and
   # the search then evaluates the loss again at the start point to get that
-  # aux (None here). XLA drops the unused value, but only when the loss has
-  # no side effects, and jaxopt counts it as an evaluation either way. Our
-  # loss has no aux: say so, and the line search evaluates only trial points.
+  # aux (None here), which jaxopt counts as an evaluation; we cannot rely on
+  # XLA to drop it (scripts/benchmark.py's jaxopt_defaults row costs 3x our
+  # wall time per line-search trial). Our loss has no aux: say so, and the
+  # line search evaluates only trial points.
   solver.linesearch_solver.has_aux = False
   return solver
 

@@ -1,0 +1,273 @@
+"""Speed and memory of the style-transfer loss and its optimisers, measured in one run.
+
+Everything runs on the same images, loss and size (configs/starry.py's setup):
+  * compile time and the floor: seconds per `value_and_grad` of the loss;
+  * for each optimiser, the loss reached after equal budgets of loss
+    evaluations, evaluations per iteration, wall time, and overhead = wall
+    time / (evaluations x one value_and_grad inside a compiled loop): 1.0
+    means the optimiser costs nothing beyond the network;
+  * peak memory and compile time per image size, each in a fresh subprocess.
+
+The optimisers: ours ('lbfgs': jaxopt.LBFGS with our settings), jaxopt.LBFGS
+with its defaults, optax.lbfgs, Adam (all on the device in `optimize.run_chunk`
+chunks), and SciPy's L-BFGS-B driving the same jitted value_and_grad from the
+host (the seed's optimiser).
+"""
+
+import functools
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import time
+import warnings
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from configs import starry
+from nst_jax import optimize
+from nst_jax import transfer
+from nst_jax import vgg
+from nst_jax import weights as weights_lib
+
+OPTIMIZERS = ('lbfgs', 'scipy_lbfgsb', 'optax_lbfgs', 'adam', 'jaxopt_defaults')
+
+
+def _problem(size: int, log):
+  """(loss, x0, args, plan) for Tübingen + The Starry Night at `size` px."""
+  config = starry.get_config()
+  config.image_size = size
+  plan = transfer.plan_run(config, '/nonexistent-benchmark-workdir')
+  params, _ = weights_lib.load_vgg19_params(plan.weights_path, log=log)
+  problem = transfer.build_problem(config, plan, vgg.prepare_params(params),
+                                   log=lambda _: None)
+  loss = transfer.loss_fn(plan.loss_spec)
+  return loss, problem.x0, (problem.params, problem.targets, problem.weights), plan
+
+
+def _median_seconds(fn, repeats: int) -> float:
+  times = []
+  for i in range(repeats):
+    t0 = time.perf_counter()
+    jax.block_until_ready(fn(i))
+    times.append(time.perf_counter() - t0)
+  return float(np.median(times))
+
+
+def _run_on_device(spec: optimize.OptimizerSpec, loss, x0, args, budgets):
+  init = jax.jit(functools.partial(optimize.init, spec, loss))
+  chunk = jax.jit(functools.partial(optimize.run_chunk, spec, loss))
+  state = init(x0, *args)
+  # Compile the chunk before the clock starts (zero iterations).
+  jax.block_until_ready(chunk(state, 0, *args, max_evaluations=0))
+  points, t0 = [], time.perf_counter()
+  for budget in budgets:
+    state = chunk(state, 1 << 30, *args, max_evaluations=budget)
+    points.append({'budget': budget, 'loss': float(state.value),
+                   'evaluations': int(state.evaluations),
+                   'iterations': int(state.iteration),
+                   'seconds': time.perf_counter() - t0})
+  return points, optimize.STATUS_NAMES[int(state.status)]
+
+
+def _run_jaxopt_defaults(loss, x0, args, budgets):
+  """jaxopt.LBFGS exactly as it comes (zoom, 'increase' init, gamma=1 start)."""
+  with warnings.catch_warnings():
+    warnings.simplefilter('ignore', DeprecationWarning)
+    import jaxopt
+  solver = jaxopt.LBFGS(fun=loss, maxiter=1 << 30, tol=0.0, implicit_diff=False)
+
+  def evaluations(state):
+    # Real evaluations: the start, each line-search trial, each safe step
+    # (jaxopt's num_fun_eval also counts a start-point value it never needs).
+    return 1 + state.num_linesearch_iter
+
+  @jax.jit
+  def run(x, state, budget, *args):
+    def cond(c):
+      return (evaluations(c[1]) < budget) & jnp.isfinite(c[1].value)
+    def body(c):
+      return tuple(solver.update(c[0], c[1], *args))
+    return jax.lax.while_loop(cond, body, (x, state))
+
+  state = jax.jit(solver.init_state)(x0, *args)
+  x = x0
+  jax.block_until_ready(run(x, state, 0, *args))
+  points, t0 = [], time.perf_counter()
+  for budget in budgets:
+    x, state = run(x, state, budget, *args)
+    points.append({'budget': budget, 'loss': float(state.value),
+                   'evaluations': int(evaluations(state)),
+                   'iterations': int(state.iter_num),
+                   'seconds': time.perf_counter() - t0})
+  return points, 'running' if np.isfinite(float(state.value)) else 'non-finite'
+
+
+def _run_scipy(loss, x0, args, budgets):
+  """SciPy L-BFGS-B on the host, calling the same jitted value_and_grad."""
+  import scipy.optimize  # pylint: disable=import-outside-toplevel
+  value_and_grad = jax.jit(jax.value_and_grad(loss))
+  shape = x0.shape
+  jax.block_until_ready(value_and_grad(x0, *args))
+  trace = []  # (evaluations, loss) of each accepted iterate
+
+  def fun(flat):
+    value, grad = value_and_grad(jnp.asarray(flat.reshape(shape), jnp.float32),
+                                 *args)
+    fun.calls += 1
+    return float(value), np.asarray(grad, np.float64).ravel()
+  fun.calls = 0
+
+  def callback(intermediate_result):
+    trace.append((fun.calls, float(intermediate_result.fun),
+                  time.perf_counter() - t0))
+
+  t0 = time.perf_counter()
+  result = scipy.optimize.minimize(
+      fun, np.asarray(x0, np.float64).ravel(), jac=True, method='L-BFGS-B',
+      callback=callback,
+      options={'maxfun': max(budgets), 'maxiter': 1 << 30, 'maxcor': 10,
+               'ftol': 0.0, 'gtol': 0.0})
+  seconds = time.perf_counter() - t0
+  points = []
+  for budget in budgets:
+    within = [t for t in trace if t[0] <= budget]
+    evals, value, at = within[-1] if within else (1, float('nan'), 0.0)
+    points.append({'budget': budget, 'loss': value, 'evaluations': evals,
+                   'iterations': len(within), 'seconds': at})
+  points[-1]['seconds'] = seconds  # include the last line search's trials
+  return points, result.message if isinstance(result.message, str) else str(
+      result.message)
+
+
+def measure(size: int = 128, budgets=(50, 100, 200), optimizers=OPTIMIZERS,
+            repeats: int = 10, log=print) -> dict[str, Any]:
+  """The speed part of the benchmark at one size, in this process."""
+  loss, x0, args, _ = _problem(size, log)
+  t0 = time.perf_counter()
+  value_and_grad = jax.jit(jax.value_and_grad(loss)).lower(x0, *args).compile()
+  compile_s = time.perf_counter() - t0
+  jax.block_until_ready(value_and_grad(x0, *args))
+  standalone = _median_seconds(lambda i: value_and_grad(x0 + i, *args), repeats)
+
+  # The floor an on-device optimiser can reach: value_and_grad inside a
+  # compiled loop (plain tiny gradient steps), per evaluation. XLA hoists
+  # loop-invariant work there, so it can be cheaper than a standalone call.
+  @jax.jit
+  def gradient_steps(x, *args):
+    step = lambda i, y: y - 1e-12 * jax.grad(loss)(y, *args)
+    return jax.lax.fori_loop(0, repeats, step, x)
+  jax.block_until_ready(gradient_steps(x0, *args))
+  floor = _median_seconds(lambda i: gradient_steps(x0 + i, *args), 3) / repeats
+  log(f'{size} px: compile {compile_s:.1f} s, value_and_grad '
+      f'{standalone * 1e3:.0f} ms standalone, {floor * 1e3:.0f} ms in a loop')
+  rows = {}
+  for name in optimizers:
+    log(f'running {name} ...')
+    if name == 'scipy_lbfgsb':
+      points, status = _run_scipy(loss, x0, args, budgets)
+    elif name == 'jaxopt_defaults':
+      points, status = _run_jaxopt_defaults(loss, x0, args, budgets)
+    else:
+      points, status = _run_on_device(optimize.OptimizerSpec(name=name), loss,
+                                      x0, args, budgets)
+    last = points[-1]
+    rows[name] = {
+        'points': points, 'status': status,
+        'evaluations_per_iteration': last['evaluations'] / max(last['iterations'], 1),
+        'overhead': last['seconds'] / (last['evaluations'] * floor),
+    }
+  return {'size': size, 'compile_seconds': compile_s,
+          'value_and_grad_seconds': standalone,
+          'value_and_grad_in_loop_seconds': floor, 'budgets': list(budgets),
+          'optimizers': rows}
+
+
+def memory_probe(size: int) -> dict[str, Any]:
+  """Compile and run 3 L-BFGS iterations at `size`; report time and peak memory.
+
+  Meant to run alone in a fresh process (`--memory_probe`), so that the peak
+  resident set size belongs to this size only.
+  """
+  loss, x0, args, plan = _problem(size, log=lambda _: None)
+  spec = plan.optimizer_spec
+  init = jax.jit(functools.partial(optimize.init, spec, loss))
+  chunk = jax.jit(functools.partial(optimize.run_chunk, spec, loss))
+  t0 = time.perf_counter()
+  state = init(x0, *args)
+  chunk_compiled = chunk.lower(state, 3, *args).compile()
+  compile_s = time.perf_counter() - t0
+  t0 = time.perf_counter()
+  state = chunk_compiled(state, 3, *args)
+  jax.block_until_ready(state)
+  per_iteration = (time.perf_counter() - t0) / max(int(state.iteration), 1)
+  stats = jax.devices()[0].memory_stats() or {}
+  return {'size': size, 'image_hw': list(x0.shape[:2]),
+          'compile_seconds': compile_s,
+          'seconds_per_iteration': per_iteration,
+          'peak_rss_mib': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+          'device_peak_mib': stats.get('peak_bytes_in_use', 0) / 2 ** 20 or None}
+
+
+def memory_table(sizes, script: str) -> list[dict[str, Any]]:
+  """Runs `memory_probe` for each size in a fresh subprocess of `script`."""
+  rows = []
+  for size in sizes:
+    proc = subprocess.run([sys.executable, script, f'--memory_probe={size}'],
+                          capture_output=True, text=True, env=os.environ)
+    if proc.returncode != 0:
+      rows.append({'size': size, 'error': proc.stderr.strip().splitlines()[-1:]})
+      continue
+    rows.append(json.loads(proc.stdout.strip().splitlines()[-1]))
+  return rows
+
+
+def device_description() -> str:
+  device = jax.devices()[0]
+  if device.platform == 'cpu':
+    return f'CPU ({platform.processor() or platform.machine()}, {os.cpu_count()} cores)'
+  return f'{device.platform.upper()} ({device.device_kind})'
+
+
+def format_report(report: dict[str, Any]) -> str:
+  """The human-readable tables of a `measure` + `memory_table` report."""
+  speed = report['speed']
+  budgets = speed['budgets']
+  lines = [f"device: {report['device']}, jax {report['versions']['jax']}",
+           f"image {speed['size']} px (long side); compile of value_and_grad "
+           f"{speed['compile_seconds']:.1f} s; one value_and_grad "
+           f"{speed['value_and_grad_seconds'] * 1e3:.0f} ms standalone, "
+           f"{speed['value_and_grad_in_loop_seconds'] * 1e3:.0f} ms in a "
+           "compiled loop (the floor)", '']
+  header = ['optimizer'] + [f'loss @{b}' for b in budgets] + [
+      'evals/iter', 'wall s', 'overhead']
+  lines.append(' | '.join(header))
+  lines.append(' | '.join('---' for _ in header))
+  for name, row in speed['optimizers'].items():
+    cells = [name] + [f"{p['loss']:.3g} ({p['evaluations']})" for p in row['points']]
+    cells += [f"{row['evaluations_per_iteration']:.2f}",
+              f"{row['points'][-1]['seconds']:.1f}", f"{row['overhead']:.2f}"]
+    lines.append(' | '.join(cells))
+  lines.append('')
+  lines.append('(loss @N: loss after a budget of N evaluations (evaluations '
+               'actually used); overhead = wall / (evaluations x in-loop '
+               'value_and_grad))')
+  if report.get('memory'):
+    lines += ['', 'size | image | compile s | s/iteration | peak RSS MiB | device peak MiB',
+              '--- | --- | --- | --- | --- | ---']
+    for row in report['memory']:
+      if 'error' in row:
+        lines.append(f"{row['size']} | error: {row['error']}")
+        continue
+      device_peak = row['device_peak_mib']
+      lines.append(
+          f"{row['size']} | {row['image_hw'][1]}x{row['image_hw'][0]} | "
+          f"{row['compile_seconds']:.1f} | {row['seconds_per_iteration']:.3f} | "
+          f"{row['peak_rss_mib']:.0f} | "
+          f"{'-' if device_peak is None else f'{device_peak:.0f}'}")
+  return '\n'.join(lines)

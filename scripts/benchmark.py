@@ -1,0 +1,65 @@
+r"""Benchmark the loss and the optimisers; print tables and write a JSON report.
+
+  python scripts/benchmark.py                      # 128 px, a few minutes on CPU
+  python scripts/benchmark.py --size=512 --memory_sizes=128,256,512,1024
+  python scripts/benchmark.py --optimizers=lbfgs,scipy_lbfgsb --memory_sizes=
+
+The SciPy row needs scipy (`pip install -e '.[benchmark]'`).
+"""
+
+import json
+from pathlib import Path
+import sys
+
+from absl import app
+from absl import flags
+from absl import logging
+
+from nst_jax import benchmark
+from nst_jax import transfer
+from nst_jax.errors import UserError
+
+_SIZE = flags.DEFINE_integer('size', 128, 'Image long side (px) of the speed part.')
+_BUDGETS = flags.DEFINE_list('budgets', ['50', '100', '200'],
+                             'Evaluation budgets at which losses are compared.')
+_OPTIMIZERS = flags.DEFINE_list('optimizers', list(benchmark.OPTIMIZERS),
+                                'Optimisers to compare.')
+_MEMORY_SIZES = flags.DEFINE_list('memory_sizes', ['128', '256', '512'],
+                                  'Sizes for the memory table, each in a fresh '
+                                  'process; empty to skip.')
+_OUT = flags.DEFINE_string('out', 'outputs/benchmark.json', 'JSON report path.')
+_MEMORY_PROBE = flags.DEFINE_integer('memory_probe', None,
+                                     'Internal: measure one size and print JSON.')
+
+
+def main(argv):
+  del argv
+  logging.set_verbosity(logging.WARNING)
+  if _MEMORY_PROBE.value:
+    print(json.dumps(benchmark.memory_probe(_MEMORY_PROBE.value)))
+    return
+  unknown = set(_OPTIMIZERS.value) - set(benchmark.OPTIMIZERS)
+  if unknown:
+    raise app.UsageError(f'unknown optimizers {sorted(unknown)}: choose from '
+                         f'{",".join(benchmark.OPTIMIZERS)}')
+  try:
+    report = {
+        'device': benchmark.device_description(),
+        'versions': transfer.library_versions(),
+        'speed': benchmark.measure(_SIZE.value, [int(b) for b in _BUDGETS.value],
+                                   _OPTIMIZERS.value),
+        'memory': benchmark.memory_table([int(s) for s in _MEMORY_SIZES.value],
+                                         __file__),
+    }
+  except UserError as e:
+    print(f'error: {e}', file=sys.stderr)
+    sys.exit(2)
+  print(benchmark.format_report(report))
+  out = Path(_OUT.value)
+  out.parent.mkdir(parents=True, exist_ok=True)
+  out.write_text(json.dumps(report, indent=2))
+  print(f'\nwrote {out}')
+
+
+if __name__ == '__main__':
+  app.run(main)

@@ -1,0 +1,24 @@
+"""Smoke test of the benchmark (numbers are not checked: they live in its output)."""
+
+import pytest
+
+from nst_jax import benchmark
+
+
+def test_benchmark_runs_and_reports_every_optimizer():
+  pytest.importorskip('scipy')
+  speed = benchmark.measure(size=32, budgets=(3, 6), repeats=2,
+                            log=lambda _: None)
+  assert set(speed['optimizers']) == set(benchmark.OPTIMIZERS)
+  for name, row in speed['optimizers'].items():
+    assert [p['budget'] for p in row['points']] == [3, 6], name
+    # Evaluations are counted at each budget and never go backwards.
+    evals = [p['evaluations'] for p in row['points']]
+    assert 0 < evals[0] <= evals[1], (name, evals)
+    assert row['overhead'] > 0
+  memory = [benchmark.memory_probe(32)]
+  assert memory[0]['peak_rss_mib'] > 0 and memory[0]['compile_seconds'] > 0
+  text = benchmark.format_report({'device': benchmark.device_description(),
+                                  'versions': {'jax': 'x'}, 'speed': speed,
+                                  'memory': memory})
+  assert 'lbfgs' in text and 'scipy_lbfgsb' in text and 'peak RSS' in text
