@@ -4,6 +4,8 @@ r"""Every field of a style-transfer run, with its default.
       --config.content=tubingen --config.style=starry_night
 
 Any field can be overridden on the command line: `--config.style_weight=1e3`.
+The `sweep` section is for scripts/sweep.py (see configs/starry_sweep.py);
+empty, it means one run.
 Images are paths or asset names (tubingen, starry_night, the_great_wave, ...);
 see `nst_jax/image.py` for the list and `NST_ASSETS_DIR` for offline use.
 """
@@ -50,5 +52,20 @@ def get_config() -> ml_collections.ConfigDict:
   # --- Output -----------------------------------------------------------
   config.snapshot_every = 50         # iterations per compiled chunk; a PNG after each
   config.resume = ''                 # workdir of an interrupted run to continue
+
+  # --- Sweep (scripts/sweep.py; all '' = one run, for scripts/run.py) ----
+  # Values to try, optimised together as one compiled program. Numbers are
+  # comma-separated: --config.sweep.style_weight=1e-2,1e-1,1,10. Each
+  # style_layer_weights value is itself a comma list; separate values with
+  # ';' (quote it in a shell): --config.sweep.style_layer_weights='1,1,1,1,1;1,0,0,0,0'.
+  config.sweep = ml_collections.ConfigDict()
+  config.sweep.content_weight = ''   # e.g. '0.0025,0.025,0.25'
+  config.sweep.style_weight = ''     # e.g. '1e-2,1e-1,1,10'
+  config.sweep.tv_weight = ''        # e.g. '0,1,10'
+  config.sweep.style_layer_weights = ''  # ';'-separated lists, one number per style layer
+  config.sweep.seed = ''             # e.g. '0,1,2,3' (only with init='noise')
+  config.sweep.mode = 'grid'         # 'grid': every combination; 'zip': i-th values together
+  config.sweep.chunk = 0             # members per compiled call (rounded up to a multiple of the devices); 0 = all
+  config.sweep.tile_size = 128       # contact sheet: long side of each tile, px
 
   return config

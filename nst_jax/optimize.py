@@ -133,7 +133,11 @@ def _jaxopt_solver(spec: OptimizerSpec, loss_fn: LossFn):
       # right first guess every iteration ('max'); jaxopt's default grows the
       # previous step by 1.5 and then has to shrink it again.
       linesearch_init='max', max_stepsize=1.0,
-      maxiter=1 << 30, tol=0.0, implicit_diff=False, jit=True)
+      maxiter=1 << 30, tol=0.0, implicit_diff=False, jit=True,
+      # The line search as a while_loop: with implicit_diff=False jaxopt
+      # would otherwise scan over all maxls trials behind conds, which vmap
+      # (weight sweeps) turns into selects that run every trial: 40x slower.
+      unroll=False)
   # LBFGS always tells its line search that the loss has an aux output, and
   # the search then evaluates the loss again at the start point to get that
   # aux (None here), which jaxopt counts as an evaluation; we cannot rely on
@@ -153,7 +157,8 @@ def _jaxopt_lbfgsb(spec: OptimizerSpec, loss_fn: LossFn, jaxopt):
       # As for LBFGS, and here it is also what keeps the image feasible: the
       # direction ends at a point inside the box, so steps <= 1 stay inside.
       linesearch_init='max', max_stepsize=1.0,
-      maxiter=1 << 30, tol=0.0, implicit_diff=False, jit=True)
+      maxiter=1 << 30, tol=0.0, implicit_diff=False, jit=True,
+      unroll=False)  # see _jaxopt_solver
   # The same start-point re-evaluation as in LBFGS (see `_jaxopt_solver`);
   # LBFGSB keeps only the bound `run` of its line search, so reach the
   # search object through it.

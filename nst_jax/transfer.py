@@ -67,6 +67,17 @@ def default_config_keys() -> tuple[str, ...]:
   return tuple(default.get_config().keys())
 
 
+# Fields of config.sweep that list values (the others are its settings).
+SWEEPABLE = ('content_weight', 'style_weight', 'tv_weight',
+             'style_layer_weights', 'seed')
+
+
+def swept_fields(config: ml_collections.ConfigDict) -> tuple[str, ...]:
+  """The fields config.sweep lists values for, in SWEEPABLE order; () = none."""
+  sweep = config.get('sweep') or {}
+  return tuple(f for f in SWEEPABLE if str(sweep.get(f, '') or '').strip())
+
+
 def split_list(value: str) -> tuple[str, ...]:
   """'a, b,c' -> ('a', 'b', 'c'); empty items dropped."""
   return tuple(item.strip() for item in str(value).split(',') if item.strip())
@@ -175,6 +186,13 @@ def plan_run(config: ml_collections.ConfigDict, workdir: str | os.PathLike,
   if unknown:
     problems.append(f'config has unknown field(s) {", ".join(unknown)}: see '
                     'configs/default.py for the fields')
+  # A sweep is many runs: scripts/sweep.py plans each member with its sweep
+  # section cleared, so a set one here means the wrong script.
+  swept = swept_fields(config)
+  if swept:
+    problems.append(f'config.sweep.{swept[0]} is set: scripts/run.py makes one '
+                    'image; run sweeps with scripts/sweep.py (or clear '
+                    + ', '.join(f'config.sweep.{f}' for f in swept) + ')')
   # --- Numbers.
   _check_number(config, 'image_size', problems, integer=True, minimum=1,
                 maximum=8192)
@@ -323,15 +341,49 @@ def initial_image(mode_or_path: str | Path, content: jax.Array,
   return content
 
 
+def init_key(seed: int) -> jax.Array:
+  """The PRNG key of the noise start image: one key per purpose, split from seed."""
+  key, = jax.random.split(jax.random.key(seed), 1)
+  return key
+
+
 def library_versions() -> dict[str, str]:
+  """Installed versions of nst_jax and the libraries that shape its results."""
   import importlib.metadata as md
   versions = {}
-  for name in ('jax', 'jaxlib', 'flax', 'optax', 'jaxopt', 'numpy', 'pillow'):
+  for name in ('nst_jax', 'jax', 'jaxlib', 'flax', 'optax', 'jaxopt', 'numpy',
+               'pillow'):
     try:
       versions[name] = md.version(name)
     except md.PackageNotFoundError:
       versions[name] = 'not installed'
   return versions
+
+
+def png_metadata(config: ml_collections.ConfigDict, params_sha256: str,
+                 versions: dict[str, str] | None = None) -> dict[str, str]:
+  """PNG text chunks that let an image be traced and re-made.
+
+  `scripts/run.py --config=<the PNG>` reads 'nst_jax:config' back (see
+  `nst_jax.saved_config`). The config is recorded as it makes this image:
+  where a resumed run came from is not part of it.
+
+  Args:
+    config: the config that made the image.
+    params_sha256: sha256 of the VGG19 params (`weights.params_sha256`).
+    versions: `library_versions()`; computed when None.
+
+  Returns:
+    {'nst_jax:config': JSON, 'nst_jax:seed', 'nst_jax:weights_sha256',
+     'nst_jax:versions': JSON}.
+  """
+  recorded = config.copy_and_resolve_references()
+  if 'resume' in recorded:
+    recorded.resume = ''
+  return {'nst_jax:config': recorded.to_json(),
+          'nst_jax:seed': str(config.seed),
+          'nst_jax:weights_sha256': params_sha256,
+          'nst_jax:versions': json.dumps(versions or library_versions())}
 
 
 def _format_seconds(seconds: float) -> str:
@@ -374,14 +426,12 @@ def build_problem(config: ml_collections.ConfigDict, plan: RunPlan,
   log(f'content: {plan.content_path} -> {w}x{h} px; style: ' + ', '.join(
       f'{p} -> {s.shape[1]}x{s.shape[0]} px'
       for p, s in zip(plan.style_paths, style_rgbs)))
-  # One key per purpose, split from config.seed.
-  init_key, = jax.random.split(jax.random.key(config.seed), 1)
   targets = jax.jit(losses.compute_targets, static_argnums=(4,))(
       params, vgg.preprocess(content_rgb),
       [vgg.preprocess(s) for s in style_rgbs],
       jnp.asarray(plan.style_blend, jnp.float32), plan.loss_spec)
   x0 = vgg.preprocess(initial_image(plan.init_path or config.init, content_rgb,
-                                    style_rgbs[0], init_key))
+                                    style_rgbs[0], init_key(config.seed)))
   return Problem(params, targets, loss_weights(config, plan), x0, content_rgb)
 
 
@@ -487,6 +537,11 @@ def check_resume(config: ml_collections.ConfigDict) -> Path:
         'was stopped with Ctrl-C or SIGTERM')
   saved = json.loads(saved_path.read_text())['config']
   current = json.loads(config.to_json())
+  # Fields added to nst_jax after the run was saved: at their defaults, they
+  # change nothing.
+  from configs import default  # pylint: disable=import-outside-toplevel
+  defaults = json.loads(default.get_config().to_json())
+  saved.update({k: defaults[k] for k in set(defaults) - set(saved)})
   changed = sorted(k for k in set(saved) | set(current)
                    if k not in _RESUMABLE_CHANGES and saved.get(k) != current.get(k))
   if changed:
@@ -535,14 +590,7 @@ def run(config: ml_collections.ConfigDict, workdir: str | os.PathLike | None,
   workdir = plan.workdir
   (workdir / 'snapshots').mkdir(parents=True, exist_ok=True)
   versions = library_versions()
-  # The config that makes this image: where a resumed run came from is not
-  # part of it.
-  recorded = config.copy_and_resolve_references()
-  recorded.resume = ''
-  metadata = {'nst_jax:config': recorded.to_json(),
-              'nst_jax:seed': str(config.seed),
-              'nst_jax:weights_sha256': weights_info['params_sha256'],
-              'nst_jax:versions': json.dumps(versions)}
+  metadata = png_metadata(config, weights_info['params_sha256'], versions)
   t0 = time.perf_counter()
   state = init_fn(problem.x0, *args)
   rows: list[dict] = []

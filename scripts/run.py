@@ -3,6 +3,11 @@ r"""Stylise a photo with a painting.
   python scripts/run.py --config=configs/starry.py
   python scripts/run.py --config=configs/starry.py:quick --workdir=outputs/quick
   python scripts/run.py --config=configs/starry.py --config.style_weight=1e3
+  python scripts/run.py --config=outputs/quick/final.png   # make it again
+  python scripts/run.py --config=outputs/quick/config.json --config.image_size=512
+
+A PNG or config.json written by run.py or sweep.py stands for the config that
+made it (see nst_jax/saved_config.py).
 """
 
 import sys
@@ -12,11 +17,13 @@ from absl import flags
 from absl import logging
 from ml_collections import config_flags
 
+from nst_jax import saved_config
 from nst_jax import transfer
 from nst_jax.errors import UserError
 
 _CONFIG = config_flags.DEFINE_config_file(
-    'config', None, 'Path to a config file (configs/*.py).', lock_config=True)
+    'config', None, 'A config file (configs/*.py[:variant]), or a PNG or '
+    'config.json that a run wrote.', lock_config=True)
 _WORKDIR = flags.DEFINE_string(
     'workdir', None, 'Where outputs go; default outputs/<content>-<style>-<time>.')
 
@@ -41,4 +48,9 @@ def main(argv):
 
 
 if __name__ == '__main__':
+  try:
+    sys.argv = saved_config.rewrite_argv(sys.argv)
+  except UserError as e:
+    print(f'error: {e}', file=sys.stderr)
+    sys.exit(2)
   app.run(main)

@@ -1,0 +1,125 @@
+"""Configs read back from a run's outputs, so any result can be made again.
+
+Every PNG that scripts/run.py and scripts/sweep.py write holds its config in a
+text chunk ('nst_jax:config', see `transfer.png_metadata`), and every workdir
+holds a config.json (the config under 'config'). Both scripts accept either as
+`--config`:
+
+  python scripts/run.py --config=outputs/run/final.png
+  python scripts/run.py --config=outputs/sweep/member_01_style_weight=10.png
+  python scripts/run.py --config=outputs/run/config.json --config.image_size=1024
+
+`rewrite_argv` turns `--config=X.png|X.json` into
+`--config=configs/from_file.py:X`, whose `get_config` calls `load`; overrides
+(`--config.image_size=...`) then apply as for any config file.
+"""
+
+import json
+import os
+from pathlib import Path
+
+import ml_collections
+
+from nst_jax import image as image_lib
+from nst_jax.errors import UserError
+
+CONFIG_KEY = 'nst_jax:config'
+SAVED_SUFFIXES = ('.json', '.png')
+
+
+def _from_file_py() -> Path:
+  import configs  # pylint: disable=import-outside-toplevel
+  return Path(configs.__file__).resolve().parent / 'from_file.py'
+
+
+def _merge(config: ml_collections.ConfigDict, saved: dict, where: str) -> None:
+  """Writes `saved` into `config` (the defaults), field by field."""
+  for key, value in saved.items():
+    if (key in config and isinstance(config[key], ml_collections.ConfigDict)
+        and isinstance(value, dict)):
+      _merge(config[key], value, f'{where}{key}.')
+      continue
+    try:
+      # Known fields keep their type (an int saved for a float field is fine);
+      # unknown ones are added so that plan_run names them.
+      config[key] = value
+    except TypeError as e:
+      raise UserError(f'saved config field {where}{key}={value!r} has the '
+                      f'wrong type ({e}): fix it in the file') from e
+
+
+def _saved_dict(path: Path) -> dict:
+  """The saved config as a dict: a PNG's text chunk or config.json's 'config'."""
+  fix = ('pass a PNG written by scripts/run.py or scripts/sweep.py, or the '
+         'config.json of their workdir')
+  if path.suffix.lower() == '.png':
+    text = image_lib.read_png_metadata(path).get(CONFIG_KEY)
+    if text is None:
+      raise UserError(f'{path} holds no nst_jax config (no {CONFIG_KEY!r} text '
+                      f'chunk): {fix}')
+    what = f'the {CONFIG_KEY!r} text chunk of {path}'
+  else:
+    try:
+      text = path.read_text()
+    except OSError as e:
+      raise UserError(f'cannot read {path} ({e.strerror or e}): {fix}') from e
+    what = str(path)
+  try:
+    saved = json.loads(text)
+  except json.JSONDecodeError as e:
+    raise UserError(f'{what} is not valid JSON ({e}): {fix}') from e
+  if path.suffix.lower() == '.json' and isinstance(saved, dict):
+    saved = saved.get('config')
+  if not isinstance(saved, dict):
+    raise UserError(f'{what} holds no config object (a run\'s config.json keeps '
+                    f"it under 'config'): {fix}")
+  return saved
+
+
+def load(path: str | os.PathLike) -> ml_collections.ConfigDict:
+  """The config saved in a run's PNG or config.json, over today's defaults.
+
+  Fields the saved config lacks (added to nst_jax since) take their defaults
+  from configs/default.py; `resume` is cleared, since the result is a new run.
+
+  Raises:
+    UserError: the file is missing, unreadable, or holds no nst_jax config.
+  """
+  from configs import default  # pylint: disable=import-outside-toplevel
+  path = Path(path).expanduser()
+  if path.suffix.lower() not in SAVED_SUFFIXES:
+    raise UserError(f'{path}: a saved config is a .png or .json file')
+  if not path.is_file():
+    raise UserError(f'{path} does not exist: pass a PNG or config.json that a '
+                    'run wrote')
+  config = default.get_config()
+  _merge(config, _saved_dict(path), 'config.')
+  config.resume = ''
+  return config
+
+
+def rewrite_argv(argv: list[str]) -> list[str]:
+  """argv with `--config=X.png|X.json` as `--config=configs/from_file.py:X`.
+
+  The file is read once here so that a bad one is a one-line UserError before
+  absl sees it (absl would print its own, longer, message).
+
+  Raises:
+    UserError: a saved config that cannot be read (see `load`).
+  """
+  out, i = [], 0
+  while i < len(argv):
+    arg = argv[i]
+    if arg in ('--config', '-config') and i + 1 < len(argv):
+      flag, value, i = arg, argv[i + 1], i + 2
+    elif arg.startswith(('--config=', '-config=')):
+      (flag, value), i = arg.split('=', 1), i + 1
+    else:
+      out.append(arg)
+      i += 1
+      continue
+    if Path(value).suffix.lower() in SAVED_SUFFIXES:
+      load(value)
+      value = f'{_from_file_py()}:{Path(value).expanduser().resolve()}'
+    out.append(f'{flag}={value}')
+  return out

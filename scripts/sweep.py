@@ -1,0 +1,66 @@
+r"""Stylise a photo at several loss weights or seeds, as one compiled program.
+
+  python scripts/sweep.py --config=configs/starry_sweep.py
+  python scripts/sweep.py --config=configs/starry_sweep.py:quick --workdir=outputs/sweep
+  python scripts/sweep.py --config=configs/starry.py \
+      --config.sweep.style_weight=1e-2,1e-1,1,10 --config.sweep.tv_weight=0,1
+  python scripts/sweep.py --config=configs/starry.py --config.sweep.mode=zip \
+      --config.sweep.style_weight=1,10 --config.sweep.style_layer_weights='1,1,1,1,1;1,0,0,0,0'
+
+Writes one PNG per member, contact_sheet.png, results.jsonl and config.json
+(see nst_jax/sweep.py). Members are spread over every local device; on several
+hosts run the same command on each with --distributed (or NST_DISTRIBUTED=1),
+which calls jax.distributed.initialize() (coordinator from the environment,
+e.g. on Cloud TPU or under SLURM). A sweep's config.json or contact_sheet.png
+can stand for its config: --config=outputs/sweep/config.json.
+"""
+
+import os
+import sys
+
+from absl import app
+from absl import flags
+from absl import logging
+from ml_collections import config_flags
+
+from nst_jax import saved_config
+from nst_jax.errors import UserError
+
+_CONFIG = config_flags.DEFINE_config_file(
+    'config', None, 'A config file (configs/*.py[:variant]) with config.sweep '
+    'set, or a sweep\'s config.json or contact_sheet.png.', lock_config=True)
+_WORKDIR = flags.DEFINE_string(
+    'workdir', None,
+    'Where outputs go; default outputs/sweep-<content>-<style>-<time>.')
+_DISTRIBUTED = flags.DEFINE_bool(
+    'distributed', os.environ.get('NST_DISTRIBUTED', '') == '1',
+    'Call jax.distributed.initialize() first (one process per host).')
+
+
+def main(argv):
+  logging.set_verbosity(logging.WARNING)  # JAX's backend probing is noise here
+  if len(argv) > 1:
+    raise app.UsageError(f'unexpected arguments: {argv[1:]}')
+  config = _CONFIG.value
+  if config is None:
+    raise app.UsageError('--config is required, e.g. '
+                         '--config=configs/starry_sweep.py')
+  if _DISTRIBUTED.value:
+    # Before anything touches a device: it decides which devices exist.
+    import jax  # pylint: disable=import-outside-toplevel
+    jax.distributed.initialize()
+  from nst_jax import sweep  # pylint: disable=import-outside-toplevel
+  try:
+    sweep.run_sweep(config, _WORKDIR.value)
+  except UserError as e:
+    print(f'error: {e}'.replace('\n', '\nerror: '), file=sys.stderr)
+    sys.exit(2)
+
+
+if __name__ == '__main__':
+  try:
+    sys.argv = saved_config.rewrite_argv(sys.argv)
+  except UserError as e:
+    print(f'error: {e}', file=sys.stderr)
+    sys.exit(2)
+  app.run(main)

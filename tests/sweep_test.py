@@ -1,0 +1,350 @@
+"""Tests for nst_jax.sweep, scripts/sweep.py and re-making runs from outputs.
+
+The sweeps use the real weights and the shared images at 32 px and 4
+iterations. One 2x2 grid (style_weight x seed, noise start) is the reference:
+a single run, a chunked and padded sweep, the same sweep sharded over 4
+(forced host) devices, and run.py fed a member's PNG must all reproduce it.
+"""
+
+import json
+import os
+from pathlib import Path
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from configs import default as default_config
+from configs import starry_sweep
+from nst_jax import image as image_lib
+from nst_jax import saved_config
+from nst_jax import sweep
+from nst_jax import transfer
+from nst_jax.errors import UserError
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _config(**sweep_fields):
+  config = default_config.get_config()
+  config.image_size = 32
+  config.max_iterations = 4
+  config.snapshot_every = 2
+  config.init = 'noise'
+  for key, value in sweep_fields.items():
+    config.sweep[key] = value
+  return config
+
+
+def _pixels(path) -> np.ndarray:
+  return np.asarray(Image.open(path).convert('RGB'), np.int16)
+
+
+def _max_diff(a, b) -> int:
+  return int(np.abs(_pixels(a) - _pixels(b)).max())
+
+
+@pytest.fixture(scope='module')
+def grid(tmp_path_factory):
+  """The reference: style_weight 1, 100 x seed 0, 1, all four in one call."""
+  workdir = tmp_path_factory.mktemp('grid') / 'sweep'
+  lines = []
+  result = sweep.run_sweep(_config(style_weight='1,100', seed='0,1'), workdir,
+                           log=lines.append)
+  return result, lines
+
+
+# --- Planning (nothing compiled) ---------------------------------------------------
+
+def test_grid_and_zip_members(tmp_path):
+  plan = sweep.plan_sweep(_config(style_weight='1e-2,1', tv_weight='0,1,10'),
+                          tmp_path / 'a')
+  assert plan.fields == ('style_weight', 'tv_weight')
+  # The first field varies slowest: rows of the contact sheet.
+  assert plan.members == tuple(
+      {'style_weight': s, 'tv_weight': t}
+      for s in (0.01, 1.0) for t in (0.0, 1.0, 10.0))
+  plan = sweep.plan_sweep(
+      _config(mode='zip', style_weight='1,10', seed='3,4',
+              style_layer_weights='1,1,1,1,1; 1,0,0,0,0.5'), tmp_path / 'b')
+  assert plan.members == (
+      {'style_weight': 1.0, 'style_layer_weights': '1,1,1,1,1', 'seed': 3},
+      {'style_weight': 10.0, 'style_layer_weights': '1,0,0,0,0.5', 'seed': 4})
+  member = sweep.member_config(plan.base, plan.members[1])
+  assert (member.style_weight, member.seed) == (10.0, 4)
+  assert member.style_layer_weights == '1,0,0,0,0.5'
+  assert not transfer.swept_fields(member)
+  transfer.plan_run(member, tmp_path / 'c')  # a valid single-run config
+
+
+def test_every_sweep_problem_is_reported_at_once(tmp_path):
+  config = _config(mode='zip', style_weight='1,x', tv_weight='1,2,3',
+                   content_weight='-1', style_layer_weights='1,2;1,1,1,1,1',
+                   chunk=-2)
+  config.init = 'content'
+  config.sweep.seed = '0,1'
+  with pytest.raises(UserError) as e:
+    sweep.plan_sweep(config, tmp_path / 'run')
+  text = str(e.value)
+  for needle in ("config.sweep.style_weight='1,x'", 'config.sweep.content_weight',
+                 'config.sweep.style_layer_weights', 'config.sweep.chunk=-2',
+                 "config.init='content'"):
+    assert needle in text, text
+  with pytest.raises(UserError, match="mode='zip' needs lists of one length"):
+    sweep.plan_sweep(_config(mode='zip', style_weight='1,2', tv_weight='1,2,3'),
+                     tmp_path / 'run')
+  with pytest.raises(UserError, match='lists no values'):
+    sweep.plan_sweep(_config(), tmp_path / 'run')
+
+
+def test_run_refuses_a_sweep_and_accepts_an_empty_one(tmp_path):
+  with pytest.raises(UserError, match='config.sweep.tv_weight is set.*sweep.py'):
+    transfer.plan_run(_config(tv_weight='1,2'), tmp_path / 'run')
+  transfer.plan_run(_config(), tmp_path / 'run')
+  for variant in ('', 'quick'):
+    config = starry_sweep.get_config(variant)
+    plan = sweep.plan_sweep(config, tmp_path / 'run')
+    assert len(plan.members) == 4 and len(plan.fields) == 2
+  assert starry_sweep.get_config('quick').image_size <= 64
+
+
+def test_chunk_layout_pads_to_the_device_count():
+  assert sweep.chunk_layout(4, 0, 1) == [[0, 1, 2, 3]]
+  assert sweep.chunk_layout(3, 0, 4) == [[0, 1, 2, 2]]
+  assert sweep.chunk_layout(3, 2, 1) == [[0, 1], [2, 2]]
+  assert sweep.chunk_layout(3, 4, 1) == [[0, 1, 2]]
+  assert sweep.chunk_layout(5, 3, 2) == [[0, 1, 2, 3], [4, 4, 4, 4]]
+  assert sweep.chunk_layout(1, 0, 8) == [[0] * 8]
+
+
+def test_member_names_say_their_values():
+  assert sweep.member_name(3, {'style_weight': 10.0, 'tv_weight': 1.0}, 4) == (
+      'member_03_style_weight=10_tv_weight=1.png')
+  assert sweep.member_name(7, {'style_layer_weights': '1,0.5', 'seed': 2},
+                           120) == 'member_007_style_layer_weights=1,0.5_seed=2.png'
+
+
+# --- One grid, every way ------------------------------------------------------------
+
+def test_grid_writes_everything_with_one_compile(grid):
+  result, lines = grid
+  workdir = result['workdir']
+  names = sorted(p.name for p in workdir.iterdir())
+  assert names == ['config.json', 'contact_sheet.png',
+                   'member_00_style_weight=1_seed=0.png',
+                   'member_01_style_weight=1_seed=1.png',
+                   'member_02_style_weight=100_seed=0.png',
+                   'member_03_style_weight=100_seed=1.png', 'results.jsonl']
+  rows = [json.loads(l) for l in (workdir / 'results.jsonl').read_text().splitlines()]
+  assert [r['values'] for r in rows] == [
+      {'style_weight': s, 'seed': n} for s in (1.0, 100.0) for n in (0, 1)]
+  for row in rows:
+    assert row['iterations'] == 4 and row['evaluations'] >= 5
+    assert row['status'] == 'finished'
+    assert row['total'] == pytest.approx(row['content'] + row['style'] + row['tv'],
+                                         rel=1e-5)
+  assert rows[2]['style'] > 10 * rows[0]['style']  # 100x the style weight
+  record = json.loads((workdir / 'config.json').read_text())
+  assert record['config']['sweep']['style_weight'] == '1,100'
+  assert len(record['members']) == 4 and record['weights']['params_sha256']
+  # One trace and one compile of each program for the whole sweep.
+  assert result['traces'] == {'init': 1, 'chunk': 1, 'terms': 1,
+                              'compile:init': 1, 'compile:chunk': 1,
+                              'compile:terms': 1}
+  assert any('iter     4/4' in l for l in lines)
+
+
+def test_member_png_holds_its_own_single_run_config(grid):
+  result, _ = grid
+  member = result['members'][3]['file']
+  meta = image_lib.read_png_metadata(member)
+  config = json.loads(meta['nst_jax:config'])
+  assert config['style_weight'] == 100.0 and config['seed'] == 1
+  assert not any(config['sweep'][f] for f in transfer.SWEEPABLE)
+  assert meta['nst_jax:seed'] == '1'
+  assert len(meta['nst_jax:weights_sha256']) == 64
+  versions = json.loads(meta['nst_jax:versions'])
+  assert {'jax', 'jaxlib', 'flax', 'jaxopt', 'nst_jax'} <= set(versions)
+  # The contact sheet holds the sweep's own config.
+  sheet = json.loads(image_lib.read_png_metadata(result['sheet'])['nst_jax:config'])
+  assert sheet['sweep']['seed'] == '0,1'
+
+
+def test_member_equals_a_single_run(grid, tmp_path):
+  result, _ = grid
+  plan = sweep.plan_sweep(_config(style_weight='1,100', seed='0,1'),
+                          tmp_path / 'x')
+  single = transfer.run(sweep.member_config(plan.base, plan.members[3]),
+                        tmp_path / 'single', log=lambda *_: None)
+  assert _max_diff(single['final'], result['members'][3]['file']) <= 1
+  row = result['members'][3]
+  assert row['evaluations'] == single['evaluations']
+  assert row['total'] == pytest.approx(single['losses']['total'], rel=1e-3)
+
+
+def test_different_seeds_give_different_images(grid):
+  members = grid[0]['members']
+  diff = np.abs(_pixels(members[0]['file']) - _pixels(members[1]['file']))
+  assert diff.mean() > 5  # 4 iterations from different noise
+
+
+def test_chunked_and_padded_sweep_matches(grid, tmp_path):
+  # Grid members 1, 2, 3 in calls of 2: the last call pads with a copy.
+  lines = []
+  result = sweep.run_sweep(
+      _config(mode='zip', style_weight='1,100,100', seed='1,0,1', chunk=2),
+      tmp_path / 'zip', log=lines.append)
+  assert [m['values'] for m in result['members']] == [
+      {'style_weight': 1.0, 'seed': 1}, {'style_weight': 100.0, 'seed': 0},
+      {'style_weight': 100.0, 'seed': 1}]
+  assert any('2 call(s) of 2' in l for l in lines)
+  assert result['traces']['chunk'] == 1 and result['traces']['compile:chunk'] == 1
+  reference = grid[0]['members']
+  for member, same in zip(result['members'], reference[1:]):
+    assert _max_diff(member['file'], same['file']) <= 1
+    assert member['iterations'] == same['iterations']
+  # Not a 2-D grid: tiles in order, two columns for three members.
+  width, _ = Image.open(result['sheet']).size
+  assert 2 * 128 <= width < 3 * 128
+
+
+def _find_tile(sheet: np.ndarray, tile: np.ndarray) -> tuple[int, int]:
+  """(row, column) of the top-left corner of `tile` inside `sheet`."""
+  th, tw = tile.shape[:2]
+  ys, xs = np.nonzero((sheet == tile[0, 0]).all(-1))
+  for y, x in zip(ys, xs):
+    if (sheet[y:y + th, x:x + tw].shape == tile.shape
+        and (sheet[y:y + th, x:x + tw] == tile).all()):
+      return int(y), int(x)
+  raise AssertionError('tile not found in the contact sheet')
+
+
+def test_contact_sheet_is_a_labelled_2x2_grid(grid):
+  sheet = np.asarray(Image.open(grid[0]['sheet']).convert('RGB'))
+  # 32 x 24 px members, shown at 128 px: each pixel a 4 x 4 block.
+  corners = [_find_tile(sheet, _pixels(m['file']).astype(np.uint8)
+                        .repeat(4, 0).repeat(4, 1))
+             for m in grid[0]['members']]
+  (y0, x0), (y1, x1), (y2, x2), (y3, x3) = corners
+  # Rows are style weights, columns seeds; room for labels under each tile.
+  assert y0 == y1 and y2 == y3 and y2 >= y0 + 96 + 2 * 14
+  assert x0 == x2 and x1 == x3 and x1 >= x0 + 128
+  height, width = sheet.shape[:2]
+  assert x1 + 128 <= width < x1 + 2 * 128  # no room for a third column
+  assert y2 + 96 <= height < y2 + 2 * 96
+  # Row headers left of the tiles; black label text on white.
+  gray = sheet.min(-1)
+  assert (gray[:, :x0] < 64).sum() > 100
+  assert (gray[y0 + 96:y2] < 64).sum() > 200
+
+
+def test_sharded_over_four_devices_matches(grid, tmp_path):
+  driver = tmp_path / 'driver.py'
+  driver.write_text(textwrap.dedent('''
+      import json, sys
+      import jax
+      from nst_jax import saved_config, sweep
+      assert jax.device_count() == 4, jax.devices()
+      result = sweep.run_sweep(saved_config.load(sys.argv[1]), sys.argv[2],
+                               log=lambda *_: None)
+      sharding = result['sharding']
+      print(json.dumps({'spec': list(sharding.spec),
+                        'mesh': dict(sharding.mesh.shape),
+                        'on': len(sharding.device_set),
+                        'devices': [m['device'] for m in result['members']]}))
+  '''))
+  env = dict(os.environ, XLA_FLAGS='--xla_force_host_platform_device_count=4',
+             JAX_PLATFORMS='cpu')
+  proc = subprocess.run(
+      [sys.executable, str(driver), str(grid[0]['workdir'] / 'config.json'),
+       str(tmp_path / 'sharded')], cwd=REPO, env=env, capture_output=True,
+      text=True, timeout=600)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  out = json.loads(proc.stdout.strip().splitlines()[-1])
+  assert len(set(out['devices'])) == 4, out
+  assert out['spec'] == ['sweep'] and out['mesh'] == {'sweep': 4}, out
+  assert out['on'] == 4, out
+  for member in grid[0]['members']:
+    assert _max_diff(member['file'], tmp_path / 'sharded' / member['file'].name) <= 1
+  rows = [json.loads(l) for l in
+          (tmp_path / 'sharded' / 'results.jsonl').read_text().splitlines()]
+  assert len({r['device'] for r in rows}) == 4
+
+
+# --- Re-making results from their files ---------------------------------------------
+
+def _script(name, *args, check=True):
+  env = dict(os.environ, PYTHONUNBUFFERED='1')
+  proc = subprocess.run([sys.executable, str(REPO / 'scripts' / name), *args],
+                        cwd=REPO, env=env, capture_output=True, text=True,
+                        timeout=600)
+  if check:
+    assert proc.returncode == 0, proc.stderr[-3000:]
+  return proc
+
+
+def test_run_py_remakes_a_member_from_its_png_and_json(grid, tmp_path):
+  member = grid[0]['members'][1]['file']
+  _script('run.py', f'--config={member}', f'--workdir={tmp_path / "a"}')
+  first = tmp_path / 'a' / 'final.png'
+  assert _max_diff(first, member) <= 1
+  assert (image_lib.read_png_metadata(first)['nst_jax:config'] ==
+          image_lib.read_png_metadata(member)['nst_jax:config'])
+  # From the run's own PNG and config.json: the same bytes.
+  _script('run.py', f'--config={first}', f'--workdir={tmp_path / "b"}')
+  _script('run.py', f'--config={tmp_path / "a" / "config.json"}',
+          f'--workdir={tmp_path / "c"}')
+  for other in 'bc':
+    assert (tmp_path / other / 'final.png').read_bytes() == first.read_bytes()
+
+
+def test_saved_config_overrides_and_bad_files(grid, tmp_path):
+  member = grid[0]['members'][2]['file']
+  config = saved_config.load(member)
+  assert (config.style_weight, config.seed, config.image_size) == (100.0, 0, 32)
+  argv = saved_config.rewrite_argv(['run.py', '--config', str(member),
+                                    '--config.image_size=48'])
+  assert argv[1].startswith('--config=') and argv[1].endswith(f':{member}')
+  assert 'from_file.py' in argv[1] and argv[2] == '--config.image_size=48'
+  assert saved_config.rewrite_argv(['x', '--config=configs/starry.py:quick']) == [
+      'x', '--config=configs/starry.py:quick']
+
+  plain = tmp_path / 'plain.png'
+  Image.new('RGB', (8, 8)).save(plain)
+  proc = _script('run.py', f'--config={plain}', f'--workdir={tmp_path / "r"}',
+                 check=False)
+  assert proc.returncode == 2 and 'Traceback' not in proc.stderr
+  errors = [l for l in proc.stderr.splitlines() if l.startswith('error:')]
+  assert len(errors) == 1 and 'plain.png' in errors[0] and 'nst_jax' in errors[0]
+  bad_json = tmp_path / 'config.json'
+  bad_json.write_text('{"weights": {}}')
+  with pytest.raises(UserError, match="no config object"):
+    saved_config.load(bad_json)
+
+
+def test_sweep_py_problems_used_workdir_and_identical_rerun(grid, tmp_path):
+  proc = _script('sweep.py', '--config=configs/starry_sweep.py:quick',
+                 '--config.sweep.tv_weight=1,-3', '--config.sweep.mode=zap',
+                 f'--workdir={tmp_path / "s"}', check=False)
+  assert proc.returncode == 2 and 'Traceback' not in proc.stderr
+  errors = [l for l in proc.stderr.splitlines() if l.startswith('error:')]
+  assert len(errors) == 2, proc.stderr
+  # A sweep's config.json stands for its config; its workdir is taken.
+  workdir = grid[0]['workdir']
+  proc = _script('sweep.py', f'--config={workdir / "config.json"}',
+                 f'--workdir={workdir}', check=False)
+  assert proc.returncode == 2 and 'already holds a run' in proc.stderr
+  # Into a new one: the same sweep, the same bytes (same machine, same seeds).
+  proc = _script('sweep.py', f'--config={workdir / "config.json"}',
+                 f'--workdir={tmp_path / "again"}')
+  assert 'wrote 4 images' in proc.stdout
+  for member in grid[0]['members']:
+    again = tmp_path / 'again' / member['file'].name
+    assert again.read_bytes() == member['file'].read_bytes()
+  # run.py will not run a sweep's config.
+  proc = _script('run.py', f'--config={grid[0]["sheet"]}',
+                 f'--workdir={tmp_path / "r"}', check=False)
+  assert proc.returncode == 2 and 'scripts/sweep.py' in proc.stderr
