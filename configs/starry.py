@@ -3,8 +3,8 @@ r"""Tübingen in the style of The Starry Night (Gatys et al. 2015, Fig. 2), 512 
   python scripts/run.py --config=configs/starry.py
   python scripts/run.py --config=configs/starry.py:quick   # 96 px smoke run
 
-The seed's settings: content block5_conv2, style block1_conv1 ... block5_conv1
-with equal weights, content/style/tv weights 0.025 / 1 / 1.
+The seed's layers: content block5_conv2, style block1_conv1 ... block5_conv1
+with equal weights; the loss weights of configs/default.py (512 px).
 """
 
 import ml_collections
@@ -18,12 +18,10 @@ def get_config(variant: str = '') -> ml_collections.ConfigDict:
   config.style = 'starry_night'
   config.image_size = 512
   config.max_iterations = 300
-
-  if variant == 'quick':
-    # A smoke run: a recognisable result in seconds on a laptop CPU.
-    config.image_size = 96
-    config.max_iterations = 100
-    config.snapshot_every = 25
-  elif variant:
-    raise ValueError(f"unknown variant {variant!r} of configs/starry.py: use ':quick' or nothing")
-  return config
+  # The smoke run: a recognisable result in about half a minute on a CPU. At
+  # 96 px the deepest style layers are a few pixels wide and match the
+  # painting's layout rather than its texture; a much larger content weight
+  # (chosen by eye) keeps the town visible.
+  return default.apply_variant(config, variant, quick={
+      'image_size': 96, 'max_iterations': 100, 'snapshot_every': 25,
+      'content_weight': 30.0, 'tv_weight': 1.5})

@@ -31,6 +31,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
+from nst_jax import color
 from nst_jax import image as image_lib
 from nst_jax import losses
 from nst_jax import optimize
@@ -40,6 +41,7 @@ from nst_jax.errors import UserError
 
 Log = Callable[[str], Any]
 INIT_MODES = ('content', 'noise', 'style')
+PRESERVE_COLOR = ('', 'luminance', 'histogram')
 # Each of these must be a finite number >= 0 (a weight of 0 switches a term off).
 _NONNEGATIVE = ('content_weight', 'style_weight', 'tv_weight')
 
@@ -53,12 +55,30 @@ class RunPlan:
   content_hw: tuple[int, int]
   style_long_side: int
   init_path: Path | None
+  preserve_color: str
   loss_spec: losses.LossSpec
   optimizer_spec: optimize.OptimizerSpec
   content_layer_weights: tuple[float, ...]
   style_layer_weights: tuple[float, ...]
   weights_path: Path | None
   workdir: Path
+  # (H, W) of the content at each scale, smallest first; the last is content_hw.
+  scale_hws: tuple[tuple[int, int], ...] = ()
+  style_scale: float = 1.0
+
+
+def scale_sizes(config: ml_collections.ConfigDict) -> list[int]:
+  """Long sides of the coarse-to-fine scales, smallest first (ends at image_size)."""
+  return [max(1, round(config.image_size / config.scale_ratio ** k))
+          for k in reversed(range(config.scales))]
+
+
+def plan_for_scale(plan: RunPlan, index: int) -> RunPlan:
+  """`plan` at scale `index` (see `scale_sizes`): content and style resized."""
+  h, w = plan.scale_hws[index]
+  return dataclasses.replace(
+      plan, content_hw=(h, w),
+      style_long_side=max(1, round(plan.style_scale * max(h, w))))
 
 
 def default_config_keys() -> tuple[str, ...]:
@@ -197,6 +217,10 @@ def plan_run(config: ml_collections.ConfigDict, workdir: str | os.PathLike,
   _check_number(config, 'image_size', problems, integer=True, minimum=1,
                 maximum=8192)
   _check_number(config, 'style_scale', problems, minimum=1e-3, maximum=16)
+  scales_ok = _check_number(config, 'scales', problems, integer=True,
+                            minimum=1, maximum=8)
+  ratio_ok = _check_number(config, 'scale_ratio', problems, minimum=1.01,
+                           maximum=8)
   for field in _NONNEGATIVE:
     _check_number(config, field, problems, minimum=0)
   _check_number(config, 'seed', problems, integer=True, minimum=0)
@@ -212,6 +236,8 @@ def plan_run(config: ml_collections.ConfigDict, workdir: str | os.PathLike,
   # --- Choices.
   for field, choices in (('pooling', vgg.POOLINGS),
                          ('normalization', losses.NORMALIZATIONS),
+                         ('style_loss', losses.STYLE_LOSSES),
+                         ('preserve_color', PRESERVE_COLOR),
                          ('optimizer', optimize.OPTIMIZERS),
                          ('linesearch', optimize.JAXOPT_LINESEARCHES)):
     if config.get(field) not in choices:
@@ -236,18 +262,26 @@ def plan_run(config: ml_collections.ConfigDict, workdir: str | os.PathLike,
   if config.init not in INIT_MODES:
     init_path = _resolve('init', config.init, problems)
   # --- Sizes: every image must survive the pools down to the deepest layer.
-  content_hw, style_long_side = (1, 1), 1
+  content_hw, style_long_side, scale_hws = (1, 1), 1, ((1, 1),)
   min_side = vgg.min_image_side(content_layers + style_layers or ('block1_conv1',))
   if content_path and isinstance(config.image_size, int) and config.image_size > 0:
     try:
       h, w = image_lib.read_image_size(content_path)
       content_hw = image_lib.resized_hw((h, w), config.image_size)
-      if min(content_hw) < min_side:
+      sizes = (scale_sizes(config) if scales_ok and ratio_ok
+               else [config.image_size])
+      scale_hws = tuple(image_lib.resized_hw((h, w), size) for size in sizes)
+      smallest = scale_hws[0]
+      if min(smallest) < min_side:
+        where = (f'config.image_size={config.image_size}' if len(sizes) == 1
+                 else f'the smallest of config.scales={config.scales} '
+                 f'(image_size {config.image_size} / {config.scale_ratio}^'
+                 f'{config.scales - 1})')
         problems.append(
-            f'config.image_size={config.image_size} makes the content image '
-            f'{content_hw[1]}x{content_hw[0]} px, too small for the deepest '
-            f'layer (needs >= {min_side} px on each side after resizing): '
-            'raise image_size or use shallower layers')
+            f'{where} makes the content image {smallest[1]}x{smallest[0]} px, '
+            f'too small for the deepest layer (needs >= {min_side} px on each '
+            'side after resizing): raise image_size, use fewer scales or '
+            'shallower layers')
     except UserError as e:
       problems.append(f'config.content: {e}')
   if isinstance(config.style_scale, (int, float)) and isinstance(
@@ -282,7 +316,7 @@ def plan_run(config: ml_collections.ConfigDict, workdir: str | os.PathLike,
   if problems:
     raise UserError('\n'.join(problems))
   loss_spec = losses.LossSpec(content_layers, style_layers, config.pooling,
-                              config.normalization)
+                              config.normalization, config.style_loss)
   optimizer_spec = optimize.OptimizerSpec(
       name=config.optimizer, history_size=config.history_size,
       linesearch=config.linesearch,
@@ -294,10 +328,11 @@ def plan_run(config: ml_collections.ConfigDict, workdir: str | os.PathLike,
       content_path=content_path, style_paths=tuple(style_paths),
       style_blend=tuple(b / blend_total for b in style_blend),
       content_hw=content_hw, style_long_side=style_long_side,
-      init_path=init_path, loss_spec=loss_spec, optimizer_spec=optimizer_spec,
+      init_path=init_path, preserve_color=config.preserve_color,
+      loss_spec=loss_spec, optimizer_spec=optimizer_spec,
       content_layer_weights=tuple([1.0] * len(content_layers)),
       style_layer_weights=style_layer_weights, weights_path=weights_path,
-      workdir=workdir)
+      workdir=workdir, scale_hws=scale_hws, style_scale=config.style_scale)
 
 
 def loss_weights(config: ml_collections.ConfigDict, plan: RunPlan
@@ -341,10 +376,16 @@ def initial_image(mode_or_path: str | Path, content: jax.Array,
   return content
 
 
+def prng_keys(seed: int) -> dict[str, jax.Array]:
+  """One PRNG key per purpose, split from `seed`: 'init' (noise start image)
+  and 'projections' (sliced-Wasserstein directions)."""
+  init, projections = jax.random.split(jax.random.key(seed), 2)
+  return {'init': init, 'projections': projections}
+
+
 def init_key(seed: int) -> jax.Array:
-  """The PRNG key of the noise start image: one key per purpose, split from seed."""
-  key, = jax.random.split(jax.random.key(seed), 1)
-  return key
+  """The PRNG key of the noise start image (see `prng_keys`)."""
+  return prng_keys(seed)['init']
 
 
 def library_versions() -> dict[str, str]:
@@ -407,17 +448,37 @@ class Problem:
     weights: traced loss weights (`loss_weights`).
     x0: the starting image, Caffe space float32[H, W, 3].
     content_rgb: the content image, RGB float32[H, W, 3] in [0, 1].
+    preserve_color: '', 'luminance' or 'histogram' (see `output_rgb`).
   """
   params: dict
   targets: dict
   weights: dict
   x0: jax.Array
   content_rgb: jax.Array
+  preserve_color: str = ''
+
+  def output_rgb(self, x: jax.Array) -> np.ndarray:
+    """The picture of an optimised image x: RGB float32[H, W, 3] in [0, 1].
+
+    In 'luminance' mode x carries only luminance; the picture takes its
+    chroma from the content (Gatys et al. 2017).
+    """
+    rgb = vgg.deprocess(x)
+    if self.preserve_color == 'luminance':
+      rgb = color.recombine_luminance(rgb, self.content_rgb)
+    return np.asarray(jnp.clip(rgb, 0.0, 1.0))
 
 
 def build_problem(config: ml_collections.ConfigDict, plan: RunPlan,
-                  params: dict, log: Log = print) -> Problem:
-  """Loads the images, computes the targets once and the starting image."""
+                  params: dict, log: Log = print,
+                  init_rgb: jax.Array | None = None) -> Problem:
+  """Loads the images, computes the targets once and the starting image.
+
+  Args:
+    init_rgb: overrides config.init with this RGB float32[h, w, 3] image in
+      [0, 1], resized to the content (coarse-to-fine passes the last scale's
+      result).
+  """
   h, w = plan.content_hw
   content_rgb = jnp.asarray(image_lib.load_image(plan.content_path,
                                                  long_side=max(h, w)))
@@ -426,13 +487,28 @@ def build_problem(config: ml_collections.ConfigDict, plan: RunPlan,
   log(f'content: {plan.content_path} -> {w}x{h} px; style: ' + ', '.join(
       f'{p} -> {s.shape[1]}x{s.shape[0]} px'
       for p, s in zip(plan.style_paths, style_rgbs)))
+  # Colour control (Gatys et al. 2017) changes what the network sees.
+  content_seen = content_rgb
+  if plan.preserve_color == 'histogram':
+    style_rgbs = [color.match_color_histogram(s, content_rgb) for s in style_rgbs]
+  elif plan.preserve_color == 'luminance':
+    pairs = [color.luminance_only(content_rgb, s) for s in style_rgbs]
+    content_seen = pairs[0][0]
+    style_rgbs = [style for _, style in pairs]
+  keys = prng_keys(config.seed)
   targets = jax.jit(losses.compute_targets, static_argnums=(4,))(
-      params, vgg.preprocess(content_rgb),
+      params, vgg.preprocess(content_seen),
       [vgg.preprocess(s) for s in style_rgbs],
-      jnp.asarray(plan.style_blend, jnp.float32), plan.loss_spec)
-  x0 = vgg.preprocess(initial_image(plan.init_path or config.init, content_rgb,
-                                    style_rgbs[0], init_key(config.seed)))
-  return Problem(params, targets, loss_weights(config, plan), x0, content_rgb)
+      jnp.asarray(plan.style_blend, jnp.float32), plan.loss_spec,
+      key=keys['projections'])
+  if init_rgb is not None:
+    start = jax.image.resize(init_rgb, content_seen.shape,
+                             'lanczos3').clip(0.0, 1.0)
+  else:
+    start = initial_image(plan.init_path or config.init, content_seen,
+                          style_rgbs[0], keys['init'])
+  return Problem(params, targets, loss_weights(config, plan),
+                 vgg.preprocess(start), content_rgb, plan.preserve_color)
 
 
 def compiled_steps(plan: RunPlan):
@@ -495,16 +571,29 @@ class _StopRequests:
     return False
 
 
-def save_state(path: Path, state: optimize.OptState, rows: list[dict]) -> None:
-  """Writes the optimiser carry as an .npz (no pickles), atomically."""
+def save_state(path: Path, state: optimize.OptState, rows: list[dict],
+               scale: int = 0) -> None:
+  """Writes the optimiser carry (at scale index `scale`) as an .npz, atomically.
+
+  No pickles: arrays and a JSON header only.
+  """
   leaves = jax.tree.leaves(state)
-  meta = {'num_leaves': len(leaves), 'rows': rows}
+  meta = {'num_leaves': len(leaves), 'rows': rows, 'scale': scale}
   arrays = {f'leaf_{i:04d}': np.asarray(leaf) for i, leaf in enumerate(leaves)}
   arrays['__meta__'] = np.frombuffer(json.dumps(meta).encode(), np.uint8)
   tmp = path.with_name(f'.{path.name}.tmp')
   with open(tmp, 'wb') as f:
     np.savez(f, **arrays)
   os.replace(tmp, path)
+
+
+def read_state_scale(path: Path) -> int:
+  """The scale index a `save_state` file was saved at (0 if unreadable)."""
+  try:
+    with np.load(path, allow_pickle=False) as data:
+      return int(json.loads(bytes(data['__meta__']).decode()).get('scale', 0))
+  except Exception:  # pylint: disable=broad-except
+    return 0  # load_state reports the problem properly
 
 
 def load_state(path: Path, like: optimize.OptState
@@ -583,65 +672,47 @@ def run(config: ml_collections.ConfigDict, workdir: str | os.PathLike | None,
   params = vgg.prepare_params(params)
   log(f"weights: {weights_info['path']} (source {weights_info['source']}, "
       f"params sha256 {weights_info['params_sha256'][:16]}...)")
-  problem = build_problem(config, plan, params, log)
-  init_fn, chunk_fn, terms_fn = compiled_steps(plan)
-  args = (problem.params, problem.targets, problem.weights)
-
   workdir = plan.workdir
   (workdir / 'snapshots').mkdir(parents=True, exist_ok=True)
   versions = library_versions()
   metadata = png_metadata(config, weights_info['params_sha256'], versions)
-  t0 = time.perf_counter()
-  state = init_fn(problem.x0, *args)
-  rows: list[dict] = []
-  if resuming:
-    state, rows = load_state(workdir / STATE_FILE, state)
-    log(f'resuming {workdir} at iteration {int(state.iteration)}')
-  else:
+  if not resuming:
     record = {'config': json.loads(config.to_json()), 'weights': weights_info,
               'versions': versions, 'device': str(jax.devices()[0])}
     _write_text_atomic(workdir / 'config.json', json.dumps(record, indent=2))
-  state.value.block_until_ready()
-  log(f'compiled and evaluated the start point in {time.perf_counter() - t0:.1f}s'
-      f' (loss {float(state.value):.4g})')
 
-  total = config.max_iterations
-  t_start, it_start = time.perf_counter(), int(state.iteration)
-  evals_start = int(state.evaluations)
-  last_snapshot = None
-  with _StopRequests(log) as stop:
-    while int(state.iteration) < total and int(state.status) == optimize.RUNNING:
-      steps = min(config.snapshot_every, total - int(state.iteration))
-      state = chunk_fn(state, jnp.int32(steps), *args)
-      terms = {k: float(v) for k, v in terms_fn(state.x, *args).items()}
-      elapsed = time.perf_counter() - t_start
-      it, evals = int(state.iteration), int(state.evaluations)
-      rows.append({'iteration': it, 'evaluations': evals, **terms,
-                   'seconds': round(elapsed, 3)})
-      _write_text_atomic(workdir / 'losses.jsonl',
-                         ''.join(json.dumps(r) + '\n' for r in rows))
-      last_snapshot = workdir / 'snapshots' / f'iter_{it:06d}.png'
-      image_lib.save_png(last_snapshot, np.asarray(vgg.deprocess(state.x)),
-                         metadata)
-      rate = (evals - evals_start) / elapsed if elapsed > 0 else float('nan')
-      eta = elapsed / max(it - it_start, 1) * (total - it)
-      log(f'iter {it:>5}/{total}  evals {evals:>5}  total {terms["total"]:.4g}  '
-          f'content {terms["content"]:.4g}  style {terms["style"]:.4g}  '
-          f'tv {terms["tv"]:.4g}  {rate:.2f} evals/s  ETA {_format_seconds(eta)}')
-      if stop.signal_name and int(state.iteration) < total:
-        save_state(workdir / STATE_FILE, state, rows)
-        raise Interrupted(
-            f'stopped by {stop.signal_name} at iteration {it}: the latest image '
-            f'is {last_snapshot}; continue with the same command plus '
-            f'--config.resume={workdir}')
+  t0 = time.perf_counter()
+  num_scales = len(plan.scale_hws)
+  first_scale = read_state_scale(workdir / STATE_FILE) if resuming else 0
+  rows: list[dict] = []
+  previous_rgb = None
+  for index in range(first_scale, num_scales):
+    scale_plan = plan_for_scale(plan, index)
+    if num_scales > 1:
+      h, w = scale_plan.content_hw
+      log(f'scale {index + 1}/{num_scales}: {w}x{h} px')
+    problem = build_problem(config, scale_plan, params, log,
+                            init_rgb=previous_rgb)
+    outcome = _optimise_scale(
+        config, problem, scale_plan, workdir, metadata, log, rows,
+        scale=index, num_scales=num_scales,
+        resume=resuming and index == first_scale)
+    state, rows = outcome
+    if int(state.status) == optimize.NONFINITE:
+      break
+    # The next scale starts from this result, upsampled. In luminance mode
+    # that is the optimised luminance image, not the recoloured picture.
+    previous_rgb = jnp.clip(vgg.deprocess(state.x), 0.0, 1.0)
 
-  result = {'workdir': workdir, 'iterations': int(state.iteration),
-            'evaluations': int(state.evaluations),
+  iterations = sum(r['iteration'] for r in _last_row_per_scale(rows))
+  result = {'workdir': workdir, 'iterations': iterations,
+            'evaluations': sum(r['evaluations'] for r in _last_row_per_scale(rows)),
             'losses': rows[-1] if rows else {}}
   if int(state.status) == optimize.NONFINITE:
     # The loop never hands back a non-finite image: state.x is the last good one.
-    kept = workdir / 'snapshots' / f'iter_{int(state.iteration):06d}.png'
-    image_lib.save_png(kept, np.asarray(vgg.deprocess(state.x)), metadata)
+    kept = workdir / 'snapshots' / _snapshot_name(int(state.iteration), index,
+                                                  num_scales)
+    image_lib.save_png(kept, problem.output_rgb(state.x), metadata)
     log(f'error: the loss became NaN or infinite after iteration '
         f'{int(state.iteration)}; the last finite image is {kept}. Lower '
         'learning_rate (Adam) or the loss weights, or use optimizer=lbfgs.')
@@ -652,10 +723,71 @@ def run(config: ml_collections.ConfigDict, workdir: str | os.PathLike | None,
         'no lower loss (converged to float32 precision); keeping the result')
     status = 'converged'
   final = workdir / 'final.png'
-  image_lib.save_png(final, np.asarray(vgg.deprocess(state.x)), metadata)
+  image_lib.save_png(final, problem.output_rgb(state.x), metadata)
   (workdir / STATE_FILE).unlink(missing_ok=True)
-  log(f'wrote {final} ({int(state.iteration)} iterations, '
-      f'{int(state.evaluations)} evaluations, '
+  log(f'wrote {final} ({result["iterations"]} iterations, '
+      f'{result["evaluations"]} evaluations, '
       f'{time.perf_counter() - t0:.1f}s); snapshots, losses.jsonl and '
       f'config.json are in {workdir}')
   return {**result, 'final': final, 'status': status}
+
+
+def _snapshot_name(iteration: int, scale: int, num_scales: int) -> str:
+  prefix = f'scale{scale + 1}_' if num_scales > 1 else ''
+  return f'{prefix}iter_{iteration:06d}.png'
+
+
+def _last_row_per_scale(rows: list[dict]) -> list[dict]:
+  last = {}
+  for row in rows:
+    last[row.get('scale', 1)] = row
+  return list(last.values())
+
+
+def _optimise_scale(config, problem: Problem, plan: RunPlan, workdir: Path,
+                    metadata: dict[str, str], log: Log, rows: list[dict], *,
+                    scale: int, num_scales: int, resume: bool
+                    ) -> tuple[optimize.OptState, list[dict]]:
+  """Optimises one scale in compiled chunks, logging and saving between them."""
+  init_fn, chunk_fn, terms_fn = compiled_steps(plan)
+  args = (problem.params, problem.targets, problem.weights)
+  t0 = time.perf_counter()
+  state = init_fn(problem.x0, *args)
+  if resume:
+    state, rows = load_state(workdir / STATE_FILE, state)
+    log(f'resuming {workdir} at iteration {int(state.iteration)}')
+  state.value.block_until_ready()
+  log(f'compiled and evaluated the start point in {time.perf_counter() - t0:.1f}s'
+      f' (loss {float(state.value):.4g})')
+
+  total = config.max_iterations
+  t_start, it_start = time.perf_counter(), int(state.iteration)
+  evals_start = int(state.evaluations)
+  with _StopRequests(log) as stop:
+    while int(state.iteration) < total and int(state.status) == optimize.RUNNING:
+      steps = min(config.snapshot_every, total - int(state.iteration))
+      state = chunk_fn(state, jnp.int32(steps), *args)
+      terms = {k: float(v) for k, v in terms_fn(state.x, *args).items()}
+      elapsed = time.perf_counter() - t_start
+      it, evals = int(state.iteration), int(state.evaluations)
+      rows = rows + [{'scale': scale + 1, 'iteration': it, 'evaluations': evals,
+                      **terms, 'seconds': round(elapsed, 3)}]
+      _write_text_atomic(workdir / 'losses.jsonl',
+                         ''.join(json.dumps(r) + '\n' for r in rows))
+      snapshot = workdir / 'snapshots' / _snapshot_name(it, scale, num_scales)
+      image_lib.save_png(snapshot, problem.output_rgb(state.x), metadata)
+      rate = (evals - evals_start) / elapsed if elapsed > 0 else float('nan')
+      eta = elapsed / max(it - it_start, 1) * (total - it)
+      where = f'scale {scale + 1}/{num_scales} ' if num_scales > 1 else ''
+      log(f'{where}iter {it:>5}/{total}  evals {evals:>5}  total '
+          f'{terms["total"]:.4g}  content {terms["content"]:.4g}  style '
+          f'{terms["style"]:.4g}  tv {terms["tv"]:.4g}  {rate:.2f} evals/s  '
+          f'ETA {_format_seconds(eta)}')
+      more_to_do = it < total or scale + 1 < num_scales
+      if stop.signal_name and more_to_do:
+        save_state(workdir / STATE_FILE, state, rows, scale)
+        raise Interrupted(
+            f'stopped by {stop.signal_name} at iteration {it}: the latest image '
+            f'is {snapshot}; continue with the same command plus '
+            f'--config.resume={workdir}')
+  return state, rows

@@ -222,3 +222,34 @@ def test_resume_refuses_a_changed_config(tmp_path):
   # Only max_iterations may change.
   assert transfer.check_resume(_config(resume=str(tmp_path),
                                        max_iterations=9)) == tmp_path
+
+
+def test_scale_sizes_end_at_image_size(tmp_path):
+  config = _config(image_size=200, scales=3, scale_ratio=2.0)
+  assert transfer.scale_sizes(config) == [50, 100, 200]
+  plan = transfer.plan_run(config, tmp_path / 'run')
+  assert [max(hw) for hw in plan.scale_hws] == [50, 100, 200]
+  assert plan.scale_hws[-1] == plan.content_hw
+  small = transfer.plan_for_scale(plan, 0)
+  assert max(small.content_hw) == 50 and small.style_long_side == 50
+  # The smallest scale must still fit the deepest layer.
+  problems = _problems(_config(image_size=64, scales=4), tmp_path / 'run2')
+  assert any('smallest of config.scales=4' in p for p in problems)
+
+
+def test_luminance_mode_keeps_the_content_chroma(tmp_path):
+  from nst_jax import color
+  from nst_jax import image as image_lib
+  config = _config(preserve_color='luminance', image_size=32,
+                   content_layers='block2_conv1',
+                   style_layers='block1_conv1,block2_conv1', max_iterations=4)
+  result = transfer.run(config, tmp_path / 'run', log=lambda _: None)
+  out = np.asarray(Image.open(result['final']), np.float32) / 255
+  content = image_lib.load_image(transfer.plan_run(
+      config, tmp_path / 'other').content_path, long_side=32)
+  iq_out = np.asarray(color.rgb_to_yiq(out))[..., 1:]
+  iq_content = np.asarray(color.rgb_to_yiq(content))[..., 1:]
+  # Equal up to 8-bit rounding, except where recombination had to clip.
+  in_gamut = np.all((out > 0.01) & (out < 0.99), axis=-1)
+  assert in_gamut.mean() > 0.5
+  np.testing.assert_allclose(iq_out[in_gamut], iq_content[in_gamut], atol=0.01)
