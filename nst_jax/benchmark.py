@@ -6,7 +6,8 @@ Everything runs on the same images, loss and size (configs/starry.py's setup):
     evaluations, evaluations per iteration, wall time, and overhead = wall
     time / (evaluations x one value_and_grad inside a compiled loop): 1.0
     means the optimiser costs nothing beyond the network;
-  * peak memory and compile time per image size, each in a fresh subprocess.
+  * peak memory and compile time per image size, each in a fresh subprocess;
+  * a weight sweep of N members against N single runs.
 
 The optimisers: ours ('lbfgs': jaxopt.LBFGS with our settings), jaxopt.LBFGS
 with its defaults, optax.lbfgs, Adam (all on the device in `optimize.run_chunk`
@@ -227,6 +228,16 @@ def memory_table(sizes, script: str) -> list[dict[str, Any]]:
   return rows
 
 
+def sweep_row(size: int, members: int, iterations: int) -> dict[str, Any]:
+  """One `members`-member weight sweep against as many single runs (wall s)."""
+  from nst_jax import sweep  # pylint: disable=import-outside-toplevel
+  config = starry.get_config()
+  config.image_size = size
+  config.max_iterations = iterations
+  config.snapshot_every = iterations
+  return sweep.time_sweep_vs_sequential(config, members)
+
+
 def device_description() -> str:
   device = jax.devices()[0]
   if device.platform == 'cpu':
@@ -270,4 +281,11 @@ def format_report(report: dict[str, Any]) -> str:
           f"{row['compile_seconds']:.1f} | {row['seconds_per_iteration']:.3f} | "
           f"{row['peak_rss_mib']:.0f} | "
           f"{'-' if device_peak is None else f'{device_peak:.0f}'}")
+  if report.get('sweep'):
+    row = report['sweep']
+    lines += ['', f"sweep of {row['num_members']} members ({row['image_size']} px, "
+              f"{row['max_iterations']} iterations, {row['devices']} device(s)): "
+              f"{row['sweep_s']:.1f} s vs {row['sequential_s']:.1f} s for "
+              f"{row['num_members']} single runs, ratio {row['ratio']:.2f} "
+              '(compiles included)']
   return '\n'.join(lines)

@@ -27,6 +27,11 @@ _OPTIMIZERS = flags.DEFINE_list('optimizers', list(benchmark.OPTIMIZERS),
 _MEMORY_SIZES = flags.DEFINE_list('memory_sizes', ['128', '256', '512'],
                                   'Sizes for the memory table, each in a fresh '
                                   'process; empty to skip.')
+_SWEEP_MEMBERS = flags.DEFINE_integer(
+    'sweep_members', 4, 'Members of the sweep row (0 skips it): one vmapped '
+    'sweep against as many single runs, at --size, --sweep_iterations.')
+_SWEEP_ITERATIONS = flags.DEFINE_integer('sweep_iterations', 30,
+                                         'Iterations per member in the sweep row.')
 _OUT = flags.DEFINE_string('out', 'outputs/benchmark.json', 'JSON report path.')
 _MEMORY_PROBE = flags.DEFINE_integer('memory_probe', None,
                                      'Internal: measure one size and print JSON.')
@@ -50,6 +55,9 @@ def main(argv):
                                    _OPTIMIZERS.value),
         'memory': benchmark.memory_table([int(s) for s in _MEMORY_SIZES.value],
                                          __file__),
+        'sweep': (benchmark.sweep_row(_SIZE.value, _SWEEP_MEMBERS.value,
+                                      _SWEEP_ITERATIONS.value)
+                  if _SWEEP_MEMBERS.value else None),
     }
   except UserError as e:
     print(f'error: {e}', file=sys.stderr)

@@ -253,3 +253,14 @@ def test_luminance_mode_keeps_the_content_chroma(tmp_path):
   in_gamut = np.all((out > 0.01) & (out < 0.99), axis=-1)
   assert in_gamut.mean() > 0.5
   np.testing.assert_allclose(iq_out[in_gamut], iq_content[in_gamut], atol=0.01)
+
+
+def test_too_large_for_memory_is_refused_with_a_size_that_fits(tmp_path,
+                                                                monkeypatch):
+  monkeypatch.setattr(transfer, 'available_memory_bytes', lambda: 4 * 2**30)
+  problems = _problems(_config(image_size=2048), tmp_path / 'run')
+  (line,) = [p for p in problems if 'GiB' in p]
+  assert 'config.image_size=2048' in line and '4.0 GiB is available' in line
+  fits = int(line.split('image_size <= ')[1].split(',')[0])
+  assert 256 < fits < 2048
+  transfer.plan_run(_config(image_size=fits), tmp_path / 'run')
