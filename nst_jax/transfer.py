@@ -345,11 +345,18 @@ def plan_run(config: ml_collections.ConfigDict, workdir: str | os.PathLike,
   # --- Memory: refuse a size that cannot fit before spending minutes on it.
   if content_path and content_layers and style_layers and isinstance(
       config.history_size, int) and max(content_hw) > 1:
-    needed = estimate_memory_bytes(content_hw, content_layers + style_layers,
-                                   config.history_size, len(style_specs))
-    available = available_memory_bytes()
+    need = lambda hw: estimate_memory_bytes(
+        hw, content_layers + style_layers, config.history_size,
+        len(style_specs))
+    needed, available = need(content_hw), available_memory_bytes()
     if available and needed > 0.9 * available:
-      fits = int(config.image_size * math.sqrt(0.9 * available / needed))
+      # Memory grows with the pixel count above a fixed part: scale the
+      # variable part, then step down until the estimate fits.
+      fixed = need((0, 0))
+      fits = int(config.image_size * math.sqrt(
+          max(0.9 * available - fixed, 0) / max(needed - fixed, 1)))
+      while fits > 1 and need(image_lib.resized_hw((h, w), fits)) > 0.9 * available:
+        fits = int(fits * 0.99)
       problems.append(
           f'config.image_size={config.image_size} needs about '
           f'{needed / 2**30:.1f} GiB to optimise but {available / 2**30:.1f} '
