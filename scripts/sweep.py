@@ -16,14 +16,13 @@ can stand for its config: --config=outputs/sweep/config.json.
 """
 
 import os
-import sys
 
 from absl import app
 from absl import flags
 from absl import logging
 from ml_collections import config_flags
 
-from nst_jax import saved_config
+from nst_jax import cli
 from nst_jax.errors import UserError
 
 _CONFIG = config_flags.DEFINE_config_file(
@@ -53,14 +52,8 @@ def main(argv):
   try:
     sweep.run_sweep(config, _WORKDIR.value)
   except UserError as e:
-    print(f'error: {e}'.replace('\n', '\nerror: '), file=sys.stderr)
-    sys.exit(2)
+    cli.exit_with_user_error(e)
 
 
 if __name__ == '__main__':
-  try:
-    sys.argv = saved_config.rewrite_argv(sys.argv)
-  except UserError as e:
-    print(f'error: {e}', file=sys.stderr)
-    sys.exit(2)
-  app.run(main)
+  cli.run(main)
