@@ -12,9 +12,7 @@ made it (see nst_jax/saved_config.py).
 
 import sys
 
-from absl import app
 from absl import flags
-from absl import logging
 from ml_collections import config_flags
 
 from nst_jax import cli
@@ -29,12 +27,7 @@ _WORKDIR = flags.DEFINE_string(
 
 
 def main(argv):
-  logging.set_verbosity(logging.WARNING)  # JAX's backend probing is noise here
-  if len(argv) > 1:
-    raise app.UsageError(f'unexpected arguments: {argv[1:]}')
-  config = _CONFIG.value
-  if config is None:
-    raise app.UsageError('--config is required, e.g. --config=configs/starry.py')
+  config = cli.checked_config(argv, _CONFIG.value, 'configs/starry.py')
   try:
     result = transfer.run(config, _WORKDIR.value)
   except UserError as e:

@@ -17,9 +17,7 @@ can stand for its config: --config=outputs/sweep/config.json.
 
 import os
 
-from absl import app
 from absl import flags
-from absl import logging
 from ml_collections import config_flags
 
 from nst_jax import cli
@@ -37,13 +35,7 @@ _DISTRIBUTED = flags.DEFINE_bool(
 
 
 def main(argv):
-  logging.set_verbosity(logging.WARNING)  # JAX's backend probing is noise here
-  if len(argv) > 1:
-    raise app.UsageError(f'unexpected arguments: {argv[1:]}')
-  config = _CONFIG.value
-  if config is None:
-    raise app.UsageError('--config is required, e.g. '
-                         '--config=configs/starry_sweep.py')
+  config = cli.checked_config(argv, _CONFIG.value, 'configs/starry_sweep.py')
   if _DISTRIBUTED.value:
     # Before anything touches a device: it decides which devices exist.
     import jax  # pylint: disable=import-outside-toplevel
