@@ -103,6 +103,16 @@ def test_combined_loss_terms_sum_to_total(random_params, normalization):
   np.testing.assert_allclose(terms2['content'], terms['content'], rtol=1e-5)
 
 
+def _assert_gradient_matches_central_differences(f, x, eps):
+  """<grad f(x), v> equals (f(x + eps v) - f(x - eps v)) / 2 eps, 3 random v."""
+  g = jax.grad(f)(x)
+  assert g.dtype == jnp.float64
+  for seed in range(3):
+    v = jax.random.normal(jax.random.key(10 + seed), x.shape, jnp.float64)
+    fd = (f(x + eps * v) - f(x - eps * v)) / (2 * eps)
+    np.testing.assert_allclose(float(jnp.vdot(g, v)), float(fd), rtol=1e-5)
+
+
 @pytest.mark.parametrize('normalization', losses.NORMALIZATIONS)
 def test_gradient_matches_finite_differences_float64(random_params,
                                                      normalization):
@@ -111,13 +121,7 @@ def test_gradient_matches_finite_differences_float64(random_params,
     spec, targets, weights, x = _problem(params, normalization, jnp.float64,
                                          size=16)
     f = lambda y: losses.combined_loss(y, params, targets, weights, spec)[0]
-    g = jax.grad(f)(x)
-    assert g.dtype == jnp.float64
-    for seed in range(3):
-      v = jax.random.normal(jax.random.key(10 + seed), x.shape, jnp.float64)
-      eps = 1e-4
-      fd = (f(x + eps * v) - f(x - eps * v)) / (2 * eps)
-      np.testing.assert_allclose(float(jnp.vdot(g, v)), float(fd), rtol=1e-5)
+    _assert_gradient_matches_central_differences(f, x, eps=1e-4)
 
 
 def test_style_blend_blends_grams(random_params):
@@ -293,16 +297,10 @@ def test_variant_gradient_matches_finite_differences_float64(random_params,
                                          style_loss=style_loss)
     weights = dict(weights, content=jnp.float64(0.0), tv=jnp.float64(0.0))
     f = lambda y: losses.combined_loss(y, params, targets, weights, spec)[0]
-    g = jax.grad(f)(x)
-    assert g.dtype == jnp.float64
-    for seed in range(3):
-      v = jax.random.normal(jax.random.key(10 + seed), x.shape, jnp.float64)
-      # Smaller than above: the sorted projections are only piecewise smooth
-      # (kinks where two positions swap order) and at 1e-4 some swaps fall
-      # inside the difference interval.
-      eps = 1e-6
-      fd = (f(x + eps * v) - f(x - eps * v)) / (2 * eps)
-      np.testing.assert_allclose(float(jnp.vdot(g, v)), float(fd), rtol=1e-5)
+    # eps smaller than above: the sorted projections are only piecewise smooth
+    # (kinks where two positions swap order) and at 1e-4 some swaps fall
+    # inside the difference interval.
+    _assert_gradient_matches_central_differences(f, x, eps=1e-6)
 
 
 @pytest.mark.parametrize('style_loss', losses.STYLE_LOSSES)
