@@ -205,6 +205,17 @@ def plan_sweep(config: ml_collections.ConfigDict,
                     f'{config.get("init")!r}: the seed only picks the noise '
                     "start image, so set config.init='noise' (or clear "
                     'config.sweep.seed)')
+  # Member i must be the single run of its config: refuse what the batched
+  # program does not do the way transfer.run does.
+  if config.get('scales', 1) != 1:
+    problems.append(f'config.scales={config.get("scales")}: sweeps run one '
+                    'scale; set config.scales=1 (sweep at a small size, then '
+                    'run the chosen member coarse-to-fine with scripts/run.py)')
+  if 'seed' in fields and config.get('style_loss') == 'sliced_wasserstein':
+    problems.append('config.sweep.seed with config.style_loss='
+                    "'sliced_wasserstein': the seed also draws the projection "
+                    'directions, which a sweep shares between members; sweep '
+                    'the seed with another style_loss, or run each seed alone')
   members: list[dict[str, Any]] = []
   if fields and mode in MODES and all(values.values()):
     lengths = {f: len(v) for f, v in values.items()}
@@ -473,8 +484,9 @@ def run_sweep(config: ml_collections.ConfigDict,
           'iterations': int(iteration[slot]),
           'evaluations': int(evaluations[slot]),
           'status': _STATUS[int(status[slot])], 'device': slot_devices[slot],
-          # The same host-side deprocess as transfer.run, one image at a time.
-          'image': np.asarray(vgg.deprocess(jnp.asarray(images[slot]))),
+          # The picture transfer.run saves (colour recombined in luminance
+          # mode), one image at a time.
+          'image': problem.output_rgb(jnp.asarray(images[slot])),
       }
   log(f'optimised {len(member_configs)} members in {time.perf_counter() - t0:.1f}s '
       f'(compiles: {", ".join(f"{k[8:]} {v}" for k, v in sorted(counts.items()) if k.startswith("compile:"))})')

@@ -348,3 +348,28 @@ def test_sweep_py_problems_used_workdir_and_identical_rerun(grid, tmp_path):
   proc = _script('run.py', f'--config={grid[0]["sheet"]}',
                  f'--workdir={tmp_path / "r"}', check=False)
   assert proc.returncode == 2 and 'scripts/sweep.py' in proc.stderr
+
+
+def test_sweeps_refuse_what_a_single_run_would_do_differently(tmp_path):
+  config = _config(style_weight='0.1,1')
+  config.scales = 2
+  with pytest.raises(UserError, match='config.scales=2'):
+    sweep.plan_sweep(config, tmp_path / 'sweep')
+  config = _config(seed='0,1')
+  config.style_loss = 'sliced_wasserstein'
+  with pytest.raises(UserError, match='sliced_wasserstein'):
+    sweep.plan_sweep(config, tmp_path / 'sweep')
+
+
+def test_luminance_member_is_recoloured_like_its_single_run(tmp_path):
+  config = _config(style_weight='1,100')
+  config.init = 'content'
+  config.preserve_color = 'luminance'
+  result = sweep.run_sweep(config, tmp_path / 'sweep', log=lambda _: None)
+  member = result['members'][1]['file']
+  single = transfer.run(saved_config.load(member),
+                        tmp_path / 'single', log=lambda _: None)
+  assert _max_diff(member, single['final']) <= 1
+  # Recoloured, not the grey luminance image the optimiser works on.
+  rgb = _pixels(member)
+  assert np.abs(rgb[..., 0] - rgb[..., 2]).max() > 10
