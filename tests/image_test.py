@@ -22,6 +22,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from nst_jax import files
 from nst_jax import image
 from nst_jax.errors import UserError
 
@@ -447,7 +448,7 @@ def test_registry_sha256_matches_shared_images():
   root = _shared_dir()
   for name, asset in image.ASSETS.items():
     path = root / asset.subfolder / asset.file
-    assert image.sha256_of(path) == asset.sha256, name
+    assert files.sha256_file(path) == asset.sha256, name
 
 
 def test_shared_images_resolve_and_load(monkeypatch):
@@ -491,7 +492,7 @@ def env(tmp_path, monkeypatch):
     monkeypatch.delenv(var, raising=False)
   monkeypatch.setenv('no_proxy', '127.0.0.1,localhost')
   sleeps = []
-  monkeypatch.setattr(image, '_sleep', sleeps.append)
+  monkeypatch.setattr(files, '_sleep', sleeps.append)
   return sleeps
 
 
@@ -576,7 +577,7 @@ class _Server:
     fail_first: answer this many requests with 503 first.
     truncate_first: cut the body in half on this many requests after those.
     status: if set, answer every request with this status.
-    ranges: the Range header of each request (None when absent).
+    requests: how many requests came in.
   """
 
   def __init__(self, payload: bytes):
@@ -584,7 +585,7 @@ class _Server:
     self.fail_first = 0
     self.truncate_first = 0
     self.status: int | None = None
-    self.ranges: list[str | None] = []
+    self.requests = 0
     server = self
 
     class Handler(http.server.BaseHTTPRequestHandler):
@@ -593,32 +594,15 @@ class _Server:
         del args
 
       def do_GET(self):  # pylint: disable=invalid-name
-        server.ranges.append(self.headers.get('Range'))
-        n = len(server.ranges)
-        if server.status:
-          self.send_error(server.status)
+        server.requests += 1
+        if server.status or server.requests <= server.fail_first:
+          self.send_error(server.status or 503)
           return
-        if n <= server.fail_first:
-          self.send_error(503)
-          return
-        data, start = server.payload, 0
-        wanted = self.headers.get('Range')
-        if wanted:
-          start = int(re.fullmatch(r'bytes=(\d+)-', wanted)[1])
-          if start >= len(data):
-            self.send_response(416)
-            self.send_header('Content-Range', f'bytes */{len(data)}')
-            self.end_headers()
-            return
-          self.send_response(206)
-          self.send_header('Content-Range',
-                           f'bytes {start}-{len(data) - 1}/{len(data)}')
-        else:
-          self.send_response(200)
-        body = data[start:]
+        body = server.payload
+        self.send_response(200)
         self.send_header('Content-Length', str(len(body)))
         self.end_headers()
-        if n <= server.fail_first + server.truncate_first:
+        if server.requests <= server.fail_first + server.truncate_first:
           body = body[:len(body) // 2]
         self.wfile.write(body)
 
@@ -646,7 +630,8 @@ def served(tmp_path, env):
 
 
 def _no_leftovers(path: Path) -> bool:
-  return not list(path.parent.glob('*.part'))
+  """Whether `path`'s folder holds nothing but `path` (if it exists)."""
+  return os.listdir(path.parent) == ([path.name] if path.exists() else [])
 
 
 def test_download(served, env):
@@ -657,7 +642,7 @@ def test_download(served, env):
   np.testing.assert_allclose(image.load_image(cached)[0, 0] * 255, [1, 2, 3])
   # Found in the cache the second time: no new request.
   assert image.resolve_image('fake', assets=assets) == cached
-  assert len(server.ranges) == 1
+  assert server.requests == 1
 
 
 def test_download_wrong_checksum(served):
@@ -669,7 +654,7 @@ def test_download_wrong_checksum(served):
   assert server.url in message and str(cached) in message
   assert 'NST_ASSETS_DIR' in message
   assert not cached.exists() and _no_leftovers(cached)
-  assert len(server.ranges) == 1  # A wrong file is not retried.
+  assert server.requests == 1  # A wrong file is not retried.
 
 
 def test_download_retries_after_server_error(served, env):
@@ -686,7 +671,7 @@ def test_download_gives_up_after_three_tries(served, env):
   with pytest.raises(UserError, match='after 3 tries.*503') as info:
     image.resolve_image('fake', assets=assets)
   assert f'save it as {cached}' in str(info.value)
-  assert len(server.ranges) == 3 and len(env) == 2
+  assert server.requests == 3 and len(env) == 2
 
 
 def test_download_404_is_not_retried(served):
@@ -695,45 +680,15 @@ def test_download_404_is_not_retried(served):
   expected = f'after 1 try .*404.*{re.escape(str(cached))}'
   with pytest.raises(UserError, match=expected):
     image.resolve_image('fake', assets=assets)
-  assert len(server.ranges) == 1
+  assert server.requests == 1
 
 
-def test_download_resumes_with_range(served):
+def test_download_retries_after_short_read(served, env):
   server, assets, cached = served
   server.truncate_first = 1
   assert image.resolve_image('fake', assets=assets) == cached
   assert cached.read_bytes() == server.payload
-  half = len(server.payload) // 2
-  assert server.ranges == [None, f'bytes={half}-']
-  assert _no_leftovers(cached)
-
-
-def test_download_resumes_left_over_part(served):
-  server, assets, cached = served
-  cached.parent.mkdir(parents=True)
-  part = cached.with_name('fake.png.part')
-  part.write_bytes(server.payload[:10])
-  assert image.resolve_image('fake', assets=assets) == cached
-  assert cached.read_bytes() == server.payload
-  assert server.ranges == ['bytes=10-']
-
-
-def test_download_restarts_when_resumed_part_is_wrong(served):
-  server, assets, cached = served
-  cached.parent.mkdir(parents=True)
-  cached.with_name('fake.png.part').write_bytes(b'x' * 10)
-  assert image.resolve_image('fake', assets=assets) == cached
-  assert cached.read_bytes() == server.payload
-  assert server.ranges == ['bytes=10-', None]
-
-
-def test_download_complete_part_gets_416(served):
-  server, assets, cached = served
-  cached.parent.mkdir(parents=True)
-  cached.with_name('fake.png.part').write_bytes(server.payload)
-  assert image.resolve_image('fake', assets=assets) == cached
-  assert cached.read_bytes() == server.payload
-  assert len(server.ranges) == 1
+  assert server.requests == 2 and env == [1.0] and _no_leftovers(cached)
 
 
 def test_corrupt_cache_is_downloaded_again(served):

