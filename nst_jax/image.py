@@ -1,34 +1,19 @@
 """Image files in and out: named test images, loading as float RGB, saving PNGs.
 
-Everything else in nst_jax works on `float32[H, W, 3]` RGB arrays in [0, 1];
-this module is the only place that touches image files.
-
-Named images: `ASSETS` maps a short name ('starry_night', 'tubingen', ...) to
-the files described in shared/images/SOURCES.md. `resolve_image` turns a name
-or a path into a local file: an existing path wins, then `$NST_ASSETS_DIR`
-(flat or with content/ and style/ subfolders), then the download cache
-(`$NST_CACHE_DIR/images`, default ~/.cache/nst_jax/images), then a download
-(`files.download`, with pooch) pinned to a commit and checked against its
-SHA-256. Files whose bytes differ
-from every public source (resized or colour-converted) have no URL and must be
-supplied through `$NST_ASSETS_DIR`, the cache or an explicit path.
-
-Loading: `load_image` decodes with Pillow, applies the EXIF orientation, turns
-every Pillow mode into RGB (transparency over white, 16-bit kept at 16-bit
-precision) and resizes with Lanczos so the long side is `long_side`. Its size
-check runs on the header, before any pixel is decoded.
-
-Saving: `save_png` writes an 8-bit RGB PNG atomically, with text metadata.
+The only module that touches image files; the rest of nst_jax works on
+`float32[H, W, 3]` RGB in [0, 1]. `ASSETS` names the images of
+shared/images/SOURCES.md and `resolve_image` finds or downloads them.
+`load_image` decodes any Pillow mode, checking the size on the header first;
+`save_png` writes an 8-bit RGB PNG atomically, with text metadata.
 """
 
-import contextlib
 import logging
 import os
 import re
 import threading
 import urllib.parse
 import warnings
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import NamedTuple
 
@@ -43,35 +28,29 @@ log = logging.getLogger(__name__)
 ASSETS_DIR_ENV = 'NST_ASSETS_DIR'
 CACHE_DIR_ENV = 'NST_CACHE_DIR'
 
-# Refuse to decode more pixels than this unless asked: at 4 bytes a pixel in
-# Pillow plus 12 in float32 RGB, 100 MP is already about 1.6 GB.
+# Refuse to decode more pixels unless asked: at 4 bytes a pixel in Pillow
+# (RGB is stored as RGBX) plus 12 in float32 RGB, 100 MP is about 1.6 GB.
 DEFAULT_MAX_PIXELS = 100_000_000
 
-# Pillow decodes 8-bit images into 4 bytes a pixel (RGB is stored as RGBX).
-_PILLOW_BYTES_PER_PIXEL = 4
-_FLOAT_RGB_BYTES_PER_PIXEL = 12
-
 _EXIF_ORIENTATION = 0x0112
-# EXIF orientations whose transposition swaps width and height.
-_SWAPPING_ORIENTATIONS = (5, 6, 7, 8)
+_SWAPPING_ORIENTATIONS = (5, 6, 7, 8)  # Quarter turns: width <-> height.
 
 
 class Asset(NamedTuple):
-  """A named test image; see shared/images/SOURCES.md for where each came from.
-
-  Attributes:
-    subfolder: 'content' or 'style': its folder under `$NST_ASSETS_DIR`.
-    file: the file name, e.g. 'starry_night.jpg'.
-    sha256: lower-case hex SHA-256 of the file's exact bytes.
-    url: a download URL pinned to a commit whose file has exactly these bytes,
-      or None where no public copy has them.
-    no_url_reason: why `url` is None (shown in the error), '' when it is set.
-  """
-  subfolder: str
-  file: str
-  sha256: str
+  """A named test image; shared/images/SOURCES.md says where each came from."""
+  subfolder: str  # 'content' or 'style': its folder under $NST_ASSETS_DIR.
+  file: str  # The file name, e.g. 'starry_night.jpg'.
+  sha256: str  # Lower-case hex SHA-256 of the file's exact bytes.
+  # A URL pinned to a commit whose file has exactly these bytes, or None where
+  # no public copy has them; then no_url_reason says why, for the error.
   url: str | None
   no_url_reason: str = ''
+
+
+def _asset(path: str, source: str, sha256: str) -> Asset:
+  """Asset from '<subfolder>/<file>', the URL or why there is none, sha256."""
+  url = source if source.startswith('https://') else None
+  return Asset(*path.split('/'), sha256, url, '' if url else source)
 
 
 def _github_raw(repo: str, commit: str, path: str) -> str:
@@ -81,79 +60,69 @@ def _github_raw(repo: str, commit: str, path: str) -> str:
 
 
 _GATYS = 'leongatys/PytorchNeuralStyleTransfer'
+_GATYS_COMMIT = 'be6c8e2b35568669a5a0ac10b66c912207ad355d'
 _RESIZED = 'resized from its source, so no public copy has these bytes'
 _SKIMAGE = 'it comes from the scikit-image 0.26.0 wheel, not a URL'
 
 ASSETS: Mapping[str, Asset] = {
     # Style images (paintings).
-    'starry_night': Asset(
-        'style', 'starry_night.jpg',
-        '228bebf0dd424ea4f740d8d88a67f2960424c166e638086c1ec529260d2e3832',
-        _github_raw(_GATYS, 'be6c8e2b35568669a5a0ac10b66c912207ad355d',
-                    'Images/vangogh_starry_night.jpg')),
-    'the_great_wave': Asset(
-        'style', 'the_great_wave.jpg',
-        'bac05e0bfecd0bdb711b05fdb0227eae1642bdb13ec08183c037203ae089c5d1',
-        None, 'converted from Adobe RGB to sRGB, so no public copy has these '
-        'bytes'),
-    'the_scream': Asset(
-        'style', 'the_scream.jpg',
-        'cca625b487416bceb0cff0a714e5c20436b907e94ff1689d1f5c6c730db3db62',
-        None, _RESIZED),
-    'composition_vii': Asset(
-        'style', 'composition_vii.jpg',
-        '8f992ed4aecd6dd56972d7bc8166761de7c94e670ee6effa8fd05f3daeb33409',
+    'starry_night': _asset(
+        'style/starry_night.jpg',
+        _github_raw(_GATYS, _GATYS_COMMIT, 'Images/vangogh_starry_night.jpg'),
+        '228bebf0dd424ea4f740d8d88a67f2960424c166e638086c1ec529260d2e3832'),
+    'the_great_wave': _asset(
+        'style/the_great_wave.jpg',
+        'converted from Adobe RGB to sRGB, so no public copy has these bytes',
+        'bac05e0bfecd0bdb711b05fdb0227eae1642bdb13ec08183c037203ae089c5d1'),
+    'the_scream': _asset(
+        'style/the_scream.jpg', _RESIZED,
+        'cca625b487416bceb0cff0a714e5c20436b907e94ff1689d1f5c6c730db3db62'),
+    'composition_vii': _asset(
+        'style/composition_vii.jpg',
         _github_raw('jcjohnson/fast-neural-style',
                     '813c83441953ead2adb3f65f4cc2d5599d735fa7',
-                    'images/styles/composition_vii.jpg')),
-    'shipwreck_minotaur': Asset(
-        'style', 'shipwreck_minotaur.jpg',
-        '05e6d80cee6b2df5c3425f8f59105e62804d8a7ffe688aa69739c1f787a09dd9',
+                    'images/styles/composition_vii.jpg'),
+        '8f992ed4aecd6dd56972d7bc8166761de7c94e670ee6effa8fd05f3daeb33409'),
+    'shipwreck_minotaur': _asset(
+        'style/shipwreck_minotaur.jpg',
         _github_raw('lengstrom/fast-style-transfer',
                     '0d3d981f7ab948253d355585bdbdfa914247b4d0',
-                    'examples/style/the_shipwreck_of_the_minotaur.jpg')),
-    'klimt_the_kiss': Asset(
-        'style', 'klimt_the_kiss_detail.png',
-        'fcea4cbcfe3d6c6520f54381d4252316444de805328d7f7f31a29040c8bfdcc1',
+                    'examples/style/the_shipwreck_of_the_minotaur.jpg'),
+        '05e6d80cee6b2df5c3425f8f59105e62804d8a7ffe688aa69739c1f787a09dd9'),
+    'klimt_the_kiss': _asset(
+        'style/klimt_the_kiss_detail.png',
         # This commit is only on the repository's pull request #6; GitHub still
         # serves raw files of it by hash.
         _github_raw(_GATYS, '213dc46c1a8cded5cf561f6a22596443836b0faa',
-                    'Images/kiss.png')),
-    'starry_night_over_the_rhone': Asset(
-        'style', 'starry_night_over_the_rhone.jpg',
-        '286fb4794c1adf2f012582dd813f2c80454b338122f67f60ec9148c9971275b7',
-        None, _RESIZED),
+                    'Images/kiss.png'),
+        'fcea4cbcfe3d6c6520f54381d4252316444de805328d7f7f31a29040c8bfdcc1'),
+    'starry_night_over_the_rhone': _asset(
+        'style/starry_night_over_the_rhone.jpg', _RESIZED,
+        '286fb4794c1adf2f012582dd813f2c80454b338122f67f60ec9148c9971275b7'),
     # Content images (photographs).
-    'tubingen': Asset(
-        'content', 'tubingen.jpg',
-        'e67d1869f01fd805385c681a80d9ebcf0f70ea4a5fe6127f0606bb1c7f4bf506',
-        _github_raw(_GATYS, 'be6c8e2b35568669a5a0ac10b66c912207ad355d',
-                    'Images/Tuebingen_Neckarfront.jpg')),
-    'moraine_lake': Asset(
-        'content', 'moraine_lake.jpg',
-        '917fbeca5b3b74fd31d3a78719f654714754be5fe1fdfc880b234c9f94718f55',
-        None, _RESIZED),
-    'london_street_rain': Asset(
-        'content', 'london_street_rain.jpg',
-        '2ea6a0b7f231590d6c60466df334b2f82db45626e0a84ec3c8c9b194807680d5',
-        None, _RESIZED),
-    'neuschwanstein': Asset(
-        'content', 'neuschwanstein.jpg',
-        '80d3961b6b3a618d717e22cd4d06572b80d48cdec85dde8e6f70ec4a595ac55d',
-        None, _RESIZED),
-    'astronaut': Asset(
-        'content', 'astronaut.png',
-        '88431cd9653ccd539741b555fb0a46b61558b301d4110412b5bc28b5e3ea6cb5',
-        None, _SKIMAGE),
-    'chelsea': Asset(
-        'content', 'chelsea.png',
-        '596aa1e7cb875eb79f437e310381d26b338a81c2da23439704a73c4651e8c4bb',
-        None, _SKIMAGE),
+    'tubingen': _asset(
+        'content/tubingen.jpg',
+        _github_raw(_GATYS, _GATYS_COMMIT, 'Images/Tuebingen_Neckarfront.jpg'),
+        'e67d1869f01fd805385c681a80d9ebcf0f70ea4a5fe6127f0606bb1c7f4bf506'),
+    'moraine_lake': _asset(
+        'content/moraine_lake.jpg', _RESIZED,
+        '917fbeca5b3b74fd31d3a78719f654714754be5fe1fdfc880b234c9f94718f55'),
+    'london_street_rain': _asset(
+        'content/london_street_rain.jpg', _RESIZED,
+        '2ea6a0b7f231590d6c60466df334b2f82db45626e0a84ec3c8c9b194807680d5'),
+    'neuschwanstein': _asset(
+        'content/neuschwanstein.jpg', _RESIZED,
+        '80d3961b6b3a618d717e22cd4d06572b80d48cdec85dde8e6f70ec4a595ac55d'),
+    'astronaut': _asset(
+        'content/astronaut.png', _SKIMAGE,
+        '88431cd9653ccd539741b555fb0a46b61558b301d4110412b5bc28b5e3ea6cb5'),
+    'chelsea': _asset(
+        'content/chelsea.png', _SKIMAGE,
+        '596aa1e7cb875eb79f437e310381d26b338a81c2da23439704a73c4651e8c4bb'),
 }
 
 
-# ---------------------------------------------------------------------------
-# Finding named images.
+# --- Finding named images -----------------------------------------------------
 
 
 def image_cache_dir() -> Path:
@@ -163,41 +132,19 @@ def image_cache_dir() -> Path:
   return base / 'images'
 
 
-def _asset_name(spec: str, assets: Mapping[str, Asset]) -> str | None:
-  """The registry name `spec` stands for: a name, file name or file stem."""
-  key = spec.strip().lower()
-  if key in assets:
-    return key
-  for name, asset in assets.items():
-    if key in (asset.file.lower(), Path(asset.file).stem.lower()):
-      return name
-  return None
-
-
 def resolve_image(spec: str | os.PathLike[str], *,
                   assets: Mapping[str, Asset] | None = None) -> Path:
   """The local file for an image path or a registry name, downloading if needed.
 
-  Order: `spec` as an existing file; else the registry name (also accepted
-  with its extension, e.g. 'starry_night.jpg') looked up as
-  `$NST_ASSETS_DIR/<file>`, `$NST_ASSETS_DIR/<subfolder>/<file>`, the cache
-  (`image_cache_dir()/<file>`), and last a download into the cache.
-
-  A file in `$NST_ASSETS_DIR` whose SHA-256 differs from the registry is used
-  with a warning (the folder is the user's); a cached one is downloaded again,
-  or refused when the image has no URL.
-
-  Args:
-    spec: a path to an image file, or a key of `assets`.
-    assets: the registry to look names up in; `ASSETS` when None.
-
-  Returns:
-    The path of an existing file. Only that the file exists is checked here;
-    `load_image` finds out whether it decodes.
-
-  Raises:
-    UserError: `spec` is a directory, neither a file nor a known name, or a
-      named image can be neither found nor downloaded.
+  Order: `spec` as an existing file; else the name in `assets` (default
+  `ASSETS`; also accepted as its file name or stem, e.g. 'starry_night.jpg')
+  looked up as `$NST_ASSETS_DIR/<file>`, `$NST_ASSETS_DIR/<subfolder>/<file>`,
+  `image_cache_dir()/<file>`, and last downloaded (pinned URL and SHA-256) into
+  the cache. A file in `$NST_ASSETS_DIR` whose SHA-256 differs is used with a
+  warning (the folder is the user's); a cached one is downloaded again, or
+  refused when the image has no URL. Only existence is checked, not decoding.
+  Raises UserError when `spec` is a directory, neither a file nor a known
+  name, or a named image can be neither found nor downloaded.
   """
   assets = ASSETS if assets is None else assets
   path = Path(spec).expanduser()
@@ -206,12 +153,13 @@ def resolve_image(spec: str | os.PathLike[str], *,
   if path.is_dir():
     raise UserError(f'{spec} is a directory, not an image; pass an image file '
                     'or a named image')
-  name = _asset_name(str(spec), assets)
-  if name is None:
-    raise UserError(
-        f'{str(spec)!r} is neither an existing image file nor a known image '
-        f'name; check the path, or use one of: {", ".join(sorted(assets))}')
-  return _find_asset(name, assets[name])
+  key = str(spec).strip().lower()
+  for name, asset in assets.items():
+    if key in (name, asset.file.lower(), Path(asset.file).stem.lower()):
+      return _find_asset(name, asset)
+  raise UserError(
+      f'{str(spec)!r} is neither an existing image file nor a known image '
+      f'name; check the path, or use one of: {", ".join(sorted(assets))}')
 
 
 def _find_asset(name: str, asset: Asset) -> Path:
@@ -229,10 +177,9 @@ def _find_asset(name: str, asset: Asset) -> Path:
       if candidate.is_file():
         digest = files.sha256_file(candidate)
         if digest != asset.sha256:
-          log.warning(
-              '%s has sha256 %s, not the %s expected for %r; using it anyway '
-              'because it is in %s', candidate, digest, asset.sha256, name,
-              ASSETS_DIR_ENV)
+          log.warning('%s has sha256 %s, not the %s expected for %r; using it '
+                      'anyway because it is in %s', candidate, digest,
+                      asset.sha256, name, ASSETS_DIR_ENV)
         return candidate
 
   cached = image_cache_dir() / asset.file
@@ -257,8 +204,7 @@ def _find_asset(name: str, asset: Asset) -> Path:
                     f'{asset.file}') from e
 
 
-# ---------------------------------------------------------------------------
-# Loading.
+# --- Loading ------------------------------------------------------------------
 
 _pillow_limit_lock = threading.Lock()
 
@@ -274,20 +220,17 @@ def _checked_path(path: str | os.PathLike[str]) -> Path:
   return path
 
 
-@contextlib.contextmanager
-def _open_image(path: Path) -> Iterator[Image.Image]:
-  """Pillow's lazy open of `path` (header only), errors as UserError.
+def _open_image(path: Path) -> Image.Image:
+  """Pillow's lazy open (header only) of `path`, errors as UserError.
 
-  Pillow's own decompression-bomb check is off while the header is read: the
-  callers check the size against their own limit, which may allow a huge JPEG
-  that will be decoded at 1/8 scale.
+  Pillow's bomb check is off: callers apply their own limit, which may allow
+  a huge JPEG that will be decoded at 1/8 scale.
   """
   try:
     with _pillow_limit_lock:
-      saved = Image.MAX_IMAGE_PIXELS
-      Image.MAX_IMAGE_PIXELS = None
+      saved, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None
       try:
-        image = Image.open(path)
+        return Image.open(path)
       finally:
         Image.MAX_IMAGE_PIXELS = saved
   except UnidentifiedImageError as e:
@@ -301,36 +244,25 @@ def _open_image(path: Path) -> Iterator[Image.Image]:
     # and more, depending on the plugin.
     raise UserError(f'{path} is corrupt ({type(e).__name__}: {e}); re-export '
                     'or re-download it') from e
-  with image:
-    yield image
-
-
-def _orientation(image: Image.Image) -> int:
-  """The EXIF orientation (1-8) from the header, 1 when absent or unreadable."""
-  try:
-    # The base-class getexif reads only what the header parse found; PNG's
-    # override would decode every pixel to look for a late eXIf chunk.
-    value = Image.Image.getexif(image).get(_EXIF_ORIENTATION, 1)
-  except Exception:  # pylint: disable=broad-except
-    return 1
-  return value if value in range(1, 9) else 1
 
 
 def read_image_size(path: str | os.PathLike[str]) -> tuple[int, int]:
   """(height, width) in pixels as displayed, from the header only.
 
-  EXIF orientations 5-8 (a quarter turn) swap the stored width and height,
-  as `load_image` does when it applies them.
-
-  Raises:
-    UserError: the file is missing, a directory or not a readable image.
+  EXIF orientations 5-8 (a quarter turn) swap the stored width and height, as
+  in `load_image`. Raises UserError for a missing file, a directory or not an
+  image.
   """
-  path = _checked_path(path)
-  with _open_image(path) as image:
+  with _open_image(_checked_path(path)) as image:
     width, height = image.size
-    if _orientation(image) in _SWAPPING_ORIENTATIONS:
-      width, height = height, width
-  return height, width
+    try:
+      # The base-class getexif reads only what the header parse found; PNG's
+      # override would decode every pixel to look for a late eXIf chunk.
+      orientation = Image.Image.getexif(image).get(_EXIF_ORIENTATION, 1)
+    except Exception:  # pylint: disable=broad-except
+      orientation = 1  # Unreadable EXIF is ignored, as load_image does.
+  swapped = orientation in _SWAPPING_ORIENTATIONS
+  return (width, height) if swapped else (height, width)
 
 
 def resized_hw(hw: tuple[int, int], long_side: int | None) -> tuple[int, int]:
@@ -346,39 +278,32 @@ def resized_hw(hw: tuple[int, int], long_side: int | None) -> tuple[int, int]:
   if long_side is None:
     return height, width
   long = max(height, width)
-
-  def scale(side: int) -> int:
-    return max(1, (2 * side * long_side + long) // (2 * long))
-
-  return scale(height), scale(width)
+  return tuple(max(1, (2 * side * long_side + long) // (2 * long))
+               for side in (height, width))
 
 
 def image_size_for(path: str | os.PathLike[str],
                    long_side: int | None = None) -> tuple[int, int]:
   """(height, width) that `load_image(path, long_side)` returns; no decoding."""
-  _check_long_side(long_side)
+  _check_positive('long_side', long_side)
   return resized_hw(read_image_size(path), long_side)
 
 
-def _check_long_side(long_side: int | None) -> None:
-  if long_side is None:
-    return
-  if (isinstance(long_side, bool) or not isinstance(long_side, int)
-      or long_side < 1):
-    raise UserError(f'long_side must be a positive number of pixels, got '
-                    f'{long_side!r}')
+def _check_positive(name: str, value: int | None) -> None:
+  """Raises UserError unless `value` is None or an int >= 1 (not a bool)."""
+  if value is not None and (isinstance(value, bool)
+                            or not isinstance(value, int) or value < 1):
+    raise UserError(f'{name} must be a positive number of pixels, got '
+                    f'{value!r}')
 
 
 def _too_big(path: Path, size: tuple[int, int], max_pixels: int,
              long_side: int | None) -> UserError:
-  width, height = size
-  pixels = width * height
-  per_pixel = _PILLOW_BYTES_PER_PIXEL
-  if long_side is None:
-    per_pixel += _FLOAT_RGB_BYTES_PER_PIXEL
-  fix = 'downscale the file first or raise max_pixels'
-  if long_side is not None:
-    fix += ' (only JPEGs can be shrunk while decoding)'
+  (width, height), pixels = size, size[0] * size[1]
+  # Pillow's 4 bytes a pixel; without a resize also 12 of float32 RGB.
+  per_pixel = 4 + (12 if long_side is None else 0)
+  fix = 'downscale the file first or raise max_pixels' + (
+      '' if long_side is None else ' (only JPEGs can be shrunk while decoding)')
   return UserError(
       f'{path} is {width}x{height} pixels ({pixels / 1e6:.1f} MP), over the '
       f'{max_pixels / 1e6:g} MP limit; loading it needs about '
@@ -390,7 +315,7 @@ def _shrink_on_decode(image: Image.Image, path: Path, long_side: int | None,
   """Makes `image` decode to <= max_pixels pixels (JPEG DCT scaling) or raises.
 
   Picks the smallest scale (1/2, 1/4, 1/8) that fits, so the Lanczos resize
-  that follows still starts from as many pixels as the limit allows.
+  still starts from as many pixels as the limit allows.
   """
   width, height = image.size
   if long_side is not None:
@@ -413,70 +338,52 @@ def _shrink_on_decode(image: Image.Image, path: Path, long_side: int | None,
 
 # Modes that carry (or may carry, via info['transparency']) an alpha channel.
 _ALPHA_MODES = ('RGBA', 'RGBa', 'LA', 'La', 'PA')
-_SIXTEEN_BIT_MODES = ('I;16', 'I;16L', 'I;16B', 'I;16N')
+_HIGH_BIT_GRAY_MODES = ('I;16', 'I;16L', 'I;16B', 'I;16N', 'I', 'F')
 
 
-def _to_rgb_or_gray(image: Image.Image) -> Image.Image | np.ndarray:
-  """A decoded image as 8-bit Pillow 'RGB'/'L', or float32[H, W] gray in [0, 1].
+def _to_float_rgb(image: Image.Image, hw: tuple[int, int]) -> np.ndarray:
+  """A decoded image as float32[H, W, 3] in [0, 1], Lanczos-resized to `hw`.
 
   Transparent pixels are composited over white. High-bit-depth gray ('I;16*',
-  'I', 'F') comes back as floats so no precision is lost to 8 bits.
+  'I', 'F') is resized as floats so no precision is lost to 8 bits. Pillow's
+  resize widens the kernel when shrinking, i.e. antialiases.
   """
-  mode = image.mode
-  if mode in _SIXTEEN_BIT_MODES:
-    return np.asarray(image).astype(np.float32) / 65535.0
-  if mode == 'I':
-    # 32-bit ints hold 16-bit samples in practice (16-bit PNG, PGM, TIFF);
-    # anything above is clipped rather than guessed at.
-    return np.clip(np.asarray(image).astype(np.float32) / 65535.0, 0.0, 1.0)
-  if mode == 'F':
-    # There is no convention for float files' range; assume [0, 1].
-    return np.clip(np.nan_to_num(np.asarray(image, np.float32)), 0.0, 1.0)
-  if mode in _ALPHA_MODES or 'transparency' in image.info:
-    if mode == 'La':
-      image = image.convert('LA')  # Pillow has no direct La -> RGBA.
-    rgba = image.convert('RGBA')
-    white = Image.new('RGBA', rgba.size, (255, 255, 255, 255))
-    white.alpha_composite(rgba)
-    return white.convert('RGB')
-  if mode in ('L', 'RGB'):
-    return image
-  if mode == '1':
-    return image.convert('L')
-  # P, CMYK, YCbCr, LAB, HSV, RGBX, ...: Pillow's own conversions.
-  return image.convert('RGB')
-
-
-def _resize(pixels: Image.Image | np.ndarray,
-            hw: tuple[int, int]) -> np.ndarray:
-  """Lanczos-resizes to `hw` and returns float32[H, W, 3] in [0, 1]."""
-  height, width = hw
-  if isinstance(pixels, np.ndarray):
-    if pixels.shape != hw:
-      # Mode 'F' keeps the 16-bit precision through the resize.
-      pixels = np.asarray(Image.fromarray(pixels).resize(
-          (width, height), Image.Resampling.LANCZOS))
-      pixels = np.clip(pixels, 0.0, 1.0)  # Lanczos overshoots at edges.
-    gray = pixels.astype(np.float32)
-    return np.repeat(gray[:, :, None], 3, axis=2)
-  if pixels.size != (width, height):
-    # Pillow's resize widens the kernel when shrinking, i.e. antialiases.
-    pixels = pixels.resize((width, height), Image.Resampling.LANCZOS)
-  array = np.asarray(pixels, dtype=np.float32) / 255.0
-  if array.ndim == 2:
-    array = np.repeat(array[:, :, None], 3, axis=2)
-  return array
+  size = hw[::-1]  # Pillow sizes are (width, height).
+  if image.mode in _HIGH_BIT_GRAY_MODES:
+    array = np.asarray(image).astype(np.float32)
+    # 'I' holds 16-bit samples in practice (PNG, PGM, TIFF): more is clipped,
+    # not guessed at. Float files have no range convention: [0, 1] assumed.
+    if image.mode != 'F':
+      array /= 65535.0
+    array = np.clip(np.nan_to_num(array), 0.0, 1.0)
+    if array.shape != hw:  # Mode 'F' keeps the precision through the resize.
+      array = np.clip(np.asarray(Image.fromarray(array).resize(
+          size, Image.Resampling.LANCZOS)), 0.0, 1.0)  # Lanczos overshoots.
+  else:
+    if image.mode in _ALPHA_MODES or 'transparency' in image.info:
+      if image.mode == 'La':
+        image = image.convert('LA')  # Pillow has no direct La -> RGBA.
+      rgba = image.convert('RGBA')
+      image = Image.new('RGBA', rgba.size, (255, 255, 255, 255))
+      image.alpha_composite(rgba)
+      image = image.convert('RGB')
+    elif image.mode not in ('L', 'RGB'):
+      # 1-bit stays gray; P, CMYK, YCbCr, LAB, HSV, RGBX...: Pillow converts.
+      image = image.convert('L' if image.mode == '1' else 'RGB')
+    if image.size != size:
+      image = image.resize(size, Image.Resampling.LANCZOS)
+    array = np.asarray(image, dtype=np.float32) / 255.0
+  return array if array.ndim == 3 else np.repeat(array[:, :, None], 3, axis=2)
 
 
 def load_image(path: str | os.PathLike[str], long_side: int | None = None, *,
                max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
-  """Reads an image file as RGB floats, optionally resized.
+  """Reads an image file as float32[H, W, 3] RGB in [0, 1], C-contiguous.
 
   Any Pillow mode works: transparency is composited over white, CMYK, YCbCr,
   LAB, palette, 1-bit and gray images become RGB, and 16-bit gray keeps its
   precision (65535 -> 1.0). The EXIF orientation is applied. Only the first
-  frame of animations is read; ICC profiles are ignored (pixels are taken as
-  sRGB).
+  frame of animations is read; ICC profiles are ignored (taken as sRGB).
 
   Args:
     path: an image file.
@@ -486,18 +393,12 @@ def load_image(path: str | os.PathLike[str], long_side: int | None = None, *,
       before decoding. With `long_side` set, a bigger JPEG is accepted if
       decoding it at 1/2, 1/4 or 1/8 scale fits.
 
-  Returns:
-    float32[H, W, 3] in [0, 1], C-contiguous.
-
   Raises:
     UserError: missing, unreadable, not an image, truncated or corrupt, too
       large, or a bad `long_side`.
   """
-  _check_long_side(long_side)
-  if isinstance(max_pixels, bool) or not isinstance(max_pixels, int) or (
-      max_pixels < 1):
-    raise UserError(f'max_pixels must be a positive integer, got '
-                    f'{max_pixels!r}')
+  _check_positive('long_side', long_side)
+  _check_positive('max_pixels', max_pixels)
   path = _checked_path(path)
   with _open_image(path) as image:
     width, height = image.size
@@ -521,17 +422,15 @@ def load_image(path: str | os.PathLike[str], long_side: int | None = None, *,
       # Bad EXIF should not cost the pixels; read_image_size also ignores it.
       log.warning('%s: ignoring unreadable EXIF orientation (%s)', path, e)
       decoded = image.copy()
-    # exif_transpose either keeps the size or swaps the two sides.
+    # exif_transpose keeps the size or swaps the sides. The header's size,
+    # not a 1/n-scale decode's, gives the same size as image_size_for.
     swapped = decoded.size != image.size
-  # Size from the header, not from a 1/n-scale decode, so the result matches
-  # image_size_for(path, long_side) exactly.
   target = resized_hw((width, height) if swapped else (height, width),
                       long_side)
-  return np.ascontiguousarray(_resize(_to_rgb_or_gray(decoded), target))
+  return np.ascontiguousarray(_to_float_rgb(decoded, target))
 
 
-# ---------------------------------------------------------------------------
-# Saving.
+# --- Saving -------------------------------------------------------------------
 
 _PNG_KEY_RE = re.compile(r'[\x20-\x7e\xa1-\xff]{1,79}')
 
@@ -540,8 +439,7 @@ def _png_info(metadata: Mapping[str, str] | None) -> PngImagePlugin.PngInfo:
   """Text chunks for `metadata`: tEXt for Latin-1 values, else UTF-8 iTXt."""
   info = PngImagePlugin.PngInfo()
   for key, value in (metadata or {}).items():
-    # PNG keywords: 1-79 printable Latin-1 characters, no leading, trailing or
-    # double spaces.
+    # PNG keywords: 1-79 printable Latin-1, no edge or double spaces.
     if (not isinstance(key, str) or not _PNG_KEY_RE.fullmatch(key)
         or key != key.strip() or '  ' in key):
       raise ValueError(f'invalid PNG metadata key {key!r}: use 1-79 printable '
@@ -556,20 +454,12 @@ def _png_info(metadata: Mapping[str, str] | None) -> PngImagePlugin.PngInfo:
 
 def save_png(path: str | os.PathLike[str], image: np.ndarray,
              metadata: Mapping[str, str] | None = None) -> Path:
-  """Writes `image` as an 8-bit RGB PNG, atomically, with text metadata.
+  """Writes float[H, W, 3] RGB `image` as an 8-bit PNG atomically; returns path.
 
-  Pixels are `round(clip(image, 0, 1) * 255)`. The file is written to a
-  temporary name in the same folder, fsynced and renamed over `path`, so
-  readers never see a half-written PNG. The same input gives the same bytes.
-
-  Args:
-    path: the PNG to write; missing parent folders are created.
-    image: float[H, W, 3] RGB in [0, 1] (numpy or jax); values outside are
-      clipped.
-    metadata: text chunks to store, in this order; see `read_png_metadata`.
-
-  Returns:
-    `path` as a Path.
+  Pixels are `round(clip(image, 0, 1) * 255)`; `image` may be numpy or jax.
+  `files.atomic_write` creates missing folders and renames a fsynced temporary
+  file over `path`, so readers never see half a PNG. The same input gives the
+  same bytes. `metadata` becomes text chunks, in order (`read_png_metadata`).
 
   Raises:
     ValueError: `image` is not float[H, W, 3], contains NaN, or a metadata
@@ -578,17 +468,15 @@ def save_png(path: str | os.PathLike[str], image: np.ndarray,
   """
   path = Path(path).expanduser()
   array = np.asarray(image)
-  if array.ndim != 3 or array.shape[2] != 3 or 0 in array.shape:
-    raise ValueError(f'save_png wants an image of shape [H, W, 3], got '
-                     f'{array.shape}')
-  if array.dtype.kind in 'biu':
-    raise ValueError(f'save_png wants floats in [0, 1], got {array.dtype}')
+  if (array.ndim != 3 or array.shape[2] != 3 or 0 in array.shape
+      or array.dtype.kind in 'biu'):
+    raise ValueError(f'save_png wants floats [H, W, 3] in [0, 1], got '
+                     f'{array.dtype}{list(array.shape)}')
   array = array.astype(np.float32)
   if np.isnan(array).any():
     raise ValueError(f'image to save as {path} contains NaN')
   pixels = np.round(np.clip(array, 0.0, 1.0) * 255.0).astype(np.uint8)
   info = _png_info(metadata)
-
   if path.is_dir():
     raise UserError(f'{path} is a directory; give a file name ending in .png')
   return files.atomic_write(path, lambda f: Image.fromarray(pixels).save(
@@ -598,8 +486,7 @@ def save_png(path: str | os.PathLike[str], image: np.ndarray,
 def read_png_metadata(path: str | os.PathLike[str]) -> dict[str, str]:
   """The text chunks (tEXt, zTXt, iTXt) of a PNG as {key: value}.
 
-  Raises:
-    UserError: the file is missing, not a PNG, or corrupt.
+  Raises UserError when the file is missing, not a PNG, or corrupt.
   """
   path = _checked_path(path)
   try:
