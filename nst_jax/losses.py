@@ -57,12 +57,34 @@ F = features float32[n, C] with n = h w positions; _s marks the style target):
 Under 'seed' normalisation both new variants are divided by 4, like the Gram
 loss, so that switching the style loss keeps the balance of the weights.
 
+Three ways to compute the same loss and gradient, chosen statically by
+`LossSpec.memory` (nst_jax.memory estimates each one's peak and picks one):
+
+* 'plain': the whole image through VGG19; autodiff keeps every activation.
+* 'remat': the same, with each VGG block checkpointed and every per-layer
+  statistic (Gram matrix, mean and covariance, projections, content sum of
+  squares) taken inside the block's checkpoint, so the backward pass keeps
+  block inputs and statistics and recomputes the convolutions.
+* 'tiles': the image is cut into square tiles of `LossSpec.tile` px, aligned
+  to the deepest pool (`tile_stride`), and each runs through VGG19 on a crop
+  with a halo (`tile_halo`) wide enough that its own part of every feature
+  map equals the whole image's: the crop's conv inputs are zeroed outside
+  the image (as 'SAME' padding is at the image's border), and the pools see
+  the whole image's grid. Every statistic is a sum over positions, so the
+  tiles' sums give the whole image's: Grams F^T F, content sums of squares,
+  means with centred second moments (combined by Chan et al.'s parallel
+  formula, no E[ff^T] - mu mu^T cancellation), and the projections of
+  sliced Wasserstein, gathered back in the image's order and sorted whole.
+  The tiles run in a `lax.map` with each tile checkpointed, so the backward
+  pass holds one tile's activations at a time. TV is taken on the whole image.
+
 The combined loss takes its weights as traced arguments (they can be vmapped
 for weight sweeps) and returns each term for logging.
 """
 
 import dataclasses
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -71,6 +93,9 @@ from nst_jax import vgg
 
 NORMALIZATIONS = ('seed', 'normalized')
 STYLE_LOSSES = ('gram', 'mean_cov', 'sliced_wasserstein')
+MEMORY_PATHS = ('plain', 'remat', 'tiles')
+# Tile side (px) of memory='tiles' when LossSpec.tile is 0.
+DEFAULT_TILE = 512
 
 
 @dataclasses.dataclass(frozen=True)
@@ -84,6 +109,16 @@ class LossSpec:
     normalization: 'seed' or 'normalized' (see module docstring).
     style_loss: one of STYLE_LOSSES (see module docstring).
     sliced_projections: random directions per layer for 'sliced_wasserstein'.
+    memory: how the gradient's memory is bounded, one of MEMORY_PATHS; every
+      path gives the same loss and gradient (to float32 rounding):
+      'plain' keeps every activation for the backward pass (fastest);
+      'remat' checkpoints each VGG block (keeps block inputs and per-layer
+      statistics, recomputes the convolutions: about 1.3x the time);
+      'tiles' runs the network on square tiles of `tile` px with a halo
+      (`tile_halo`) and sums per-layer statistics over them; the backward
+      pass recomputes one tile at a time, so memory follows the tile.
+    tile: tile side for 'tiles', px, rounded up to a multiple of
+      `tile_stride`; 0 means DEFAULT_TILE.
   """
   content_layers: tuple[str, ...]
   style_layers: tuple[str, ...]
@@ -91,6 +126,8 @@ class LossSpec:
   normalization: str = 'seed'
   style_loss: str = 'gram'
   sliced_projections: int = 64
+  memory: str = 'plain'
+  tile: int = 0
 
   def __post_init__(self):
     if self.style_loss not in STYLE_LOSSES:
@@ -99,6 +136,10 @@ class LossSpec:
     if self.sliced_projections < 1:
       raise ValueError(f'sliced_projections={self.sliced_projections}: '
                        'need at least 1')
+    if self.memory not in MEMORY_PATHS:
+      raise ValueError(f'memory={self.memory!r}: use one of {list(MEMORY_PATHS)}')
+    if self.tile < 0:
+      raise ValueError(f'tile={self.tile}: use 0 (the default) or a side in px')
 
   @property
   def layers(self) -> tuple[str, ...]:
@@ -133,11 +174,18 @@ def style_layer_loss(features: jax.Array, target_gram: jax.Array,
 
   `target_gram` must come from `gram_matrix` with the same normalisation.
   """
-  h, w, c = features.shape
+  h, w, _ = features.shape
+  return _gram_loss(gram_matrix(features), h * w, target_gram, normalization)
+
+
+def _gram_loss(gram: jax.Array, positions: int, target_gram: jax.Array,
+               normalization: str) -> jax.Array:
+  """Gram loss from the unnormalised Gram float32[C, C] of `positions` rows."""
+  c = gram.shape[-1]
   if normalization == 'normalized':
-    return jnp.mean(jnp.square(gram_matrix(features, True) - target_gram))
-  diff = gram_matrix(features) - target_gram
-  return jnp.sum(jnp.square(diff)) / (4.0 * c ** 2 * (h * w) ** 2)
+    return jnp.mean(jnp.square(gram / positions - target_gram))
+  diff = gram - target_gram
+  return jnp.sum(jnp.square(diff)) / (4.0 * c ** 2 * positions ** 2)
 
 
 def feature_mean_cov(features: jax.Array) -> tuple[jax.Array, jax.Array]:
@@ -166,7 +214,13 @@ def mean_cov_layer_loss(features: jax.Array, target: Mapping[str, jax.Array],
       `feature_mean_cov` (or a blend, see `compute_targets`).
     normalization: 'seed' (the 'normalized' value / 4) or 'normalized'.
   """
-  mean, cov = feature_mean_cov(features)
+  return _mean_cov_loss(*feature_mean_cov(features), target, normalization)
+
+
+def _mean_cov_loss(mean: jax.Array, cov: jax.Array,
+                   target: Mapping[str, jax.Array],
+                   normalization: str) -> jax.Array:
+  """'mean_cov' loss from the features' mean float32[C] and cov [C, C]."""
   # The first-order weight of a mean error in the Gram loss (module docstring).
   mean_weight = 2.0 * jnp.mean(jnp.square(target['mean']))
   loss = (jnp.mean(jnp.square(cov - target['cov'])) +
@@ -222,8 +276,14 @@ def sliced_wasserstein_layer_loss(features: jax.Array,
   Sorting makes it invariant to permutations of the positions; its gradient
   is that of the sorted order (a permutation), defined almost everywhere.
   """
+  return _sliced_loss(sorted_projections(features, target['directions']),
+                      target, normalization)
+
+
+def _sliced_loss(proj: jax.Array, target: Mapping[str, jax.Array],
+                 normalization: str) -> jax.Array:
+  """'sliced_wasserstein' loss from sorted projections float32[n, P]."""
   quantiles = target['quantiles']
-  proj = sorted_projections(features, target['directions'])
   if proj.shape != quantiles.shape:
     raise ValueError(
         f'sliced_wasserstein target has {quantiles.shape[0]} positions but '
@@ -293,15 +353,255 @@ def style_targets(features: Mapping[str, jax.Array], spec: LossSpec, *,
   targets = {}
   for layer in spec.style_layers:
     f = features[layer]
-    directions = random_directions(
-        jax.random.fold_in(key, vgg.CONV_LAYERS.index(layer)), f.shape[-1],
-        spec.sliced_projections, f.dtype)
+    directions = _directions(key, layer, f.shape[-1], spec, f.dtype)
     h, w = feature_hw(x_hw, layer)
     targets[layer] = {
         'directions': directions,
         'quantiles': resample_quantiles(sorted_projections(f, directions),
                                         h * w)}
   return targets
+
+
+def tile_stride(layers: Sequence[str]) -> int:
+  """Tiles start at multiples of this (px): 2**(deepest block - 1).
+
+  Then every tile's pooling grid is the whole image's, at every layer.
+  """
+  return vgg.min_image_side(layers)
+
+
+def tile_halo(layers: Sequence[str]) -> int:
+  """Border (px, a multiple of `tile_stride`) a tile's crop needs on each side.
+
+  A crop's own border pads with zeros where the image has pixels; that error
+  spreads one position per 3x3 conv and is halved (rounding up) by each pool.
+  Counting it through the layers up to the deepest gives the width, at the
+  deepest level, of the band the crop gets wrong; the halo is that band in
+  input pixels, so a tile's interior sees exactly what the whole image does
+  (e.g. 96 px for block5_conv2, 80 for block5_conv1).
+  """
+  wrong = 0
+  for block, names in vgg.block_layers(layers).items():
+    if block > 1:
+      wrong = -(-wrong // 2)
+    wrong += len(names)
+  return wrong * tile_stride(layers)
+
+
+def tile_side(layers: Sequence[str], tile: int = 0) -> int:
+  """Tile side (px) actually used: `tile` (0: DEFAULT_TILE) rounded up to a
+  multiple of `tile_stride`."""
+  stride = tile_stride(layers)
+  return -(-(tile or DEFAULT_TILE) // stride) * stride
+
+
+def tile_grid(hw: tuple[int, int], layers: Sequence[str], tile: int = 0
+              ) -> tuple[int, int, int, int]:
+  """(side, halo, rows, cols) of the tiling of an (H, W) image, px and counts.
+
+  The side is `tile_side`, but no larger than the image needs.
+  """
+  side = min(tile_side(layers, tile), tile_side(layers, max(hw)))
+  return (side, tile_halo(layers), -(-hw[0] // side), -(-hw[1] // side))
+
+
+def _tiled(image: jax.Array, layers: Sequence[str], tile: int,
+           tile_fn: Callable, checkpoint: bool) -> Any:
+  """Runs tile_fn(crop, origin, (i, j)) over the tiles of an image; stacks them.
+
+  Args:
+    image: float32[H, W, 3], Caffe space.
+    layers: the layers the tiles must get right (sets stride and halo).
+    tile: LossSpec.tile.
+    tile_fn: (crop float32[side + 2 halo, side + 2 halo, 3], origin (row, col)
+      of the crop's first pixel in the image (traced ints, may be negative),
+      tile index (i, j) (traced ints)) -> pytree.
+    checkpoint: recompute each tile in the backward pass instead of keeping
+      its activations (memory follows one tile).
+
+  Returns:
+    tile_fn's pytree with a leading axis over the rows * cols tiles (row-major).
+  """
+  height, width = image.shape[:2]
+  side, halo, rows, cols = tile_grid((height, width), layers, tile)
+  # Zero padding makes every crop the same shape (one compiled tile); the
+  # padding itself is masked out inside the network (vgg.run_network valid).
+  padded = jnp.pad(image, ((halo, rows * side - height + halo),
+                           (halo, cols * side - width + halo), (0, 0)))
+  crop_side = side + 2 * halo
+
+  def one_tile(padded, index):
+    i, j = index // cols, index % cols
+    crop = jax.lax.dynamic_slice(padded, (i * side, j * side, 0),
+                                 (crop_side, crop_side, 3))
+    return tile_fn(crop, (i * side - halo, j * side - halo), (i, j))
+
+  if checkpoint:
+    one_tile = jax.checkpoint(one_tile)
+  return jax.lax.map(lambda index: one_tile(padded, index),
+                     jnp.arange(rows * cols))
+
+
+def _tile_interior(layer: str, layers: Sequence[str], tile: int,
+                   image_hw: tuple[int, int], feature: jax.Array, ij
+                   ) -> tuple[jax.Array, jax.Array]:
+  """A tile's own part of a crop's feature float32[h, w, C] at `layer`.
+
+  Returns (float32[t, t, C], bool[t, t, 1]: which of its positions lie in the
+  image's feature map; the last row and column of tiles overhang it).
+  """
+  side, halo, _, _ = tile_grid(image_hw, layers, tile)
+  step = 2 ** (vgg.layer_block(layer) - 1)
+  own, border = side // step, halo // step
+  part = feature[border:border + own, border:border + own]
+  rows = jnp.arange(own) + ij[0] * own
+  cols = jnp.arange(own) + ij[1] * own
+  fh, fw = feature_hw(image_hw, layer)
+  inside = (rows < fh)[:, None, None] & (cols < fw)[None, :, None]
+  return part, inside
+
+
+def _statistics(params: Mapping, x: jax.Array, spec: LossSpec,
+                content_targets: Mapping | None, directions: Mapping | None,
+                style_layers: Sequence[str]) -> dict[str, dict]:
+  """Per-layer statistics of an image, computed by spec.memory 'remat'/'tiles'.
+
+  Args:
+    params: VGG19 params.
+    x: Caffe-space float32[H, W, 3].
+    spec: the loss structure (memory, tile, pooling, style_loss).
+    content_targets: {layer: float32[h, w, C]} for spec.content_layers, or
+      None for no content statistics.
+    directions: {layer: float32[C, P]} ('sliced_wasserstein').
+    style_layers: the layers that need style statistics.
+
+  Returns:
+    {layer: {'content_sq': scalar sum((F - F_c)^2),
+             'gram': float32[C, C] F^T F ('gram'),
+             'mean', 'cov': float32[C], [C, C] ('mean_cov'),
+             'sorted': float32[h w, P] sorted projections
+                       ('sliced_wasserstein')}}, the keys that apply.
+  """
+  content_layers = tuple(content_targets or ())
+  wanted = set(content_layers) | set(style_layers)
+  layers = tuple(layer for layer in vgg.CONV_LAYERS if layer in wanted)
+  image_hw = x.shape[:2]
+  precision = jax.lax.Precision.HIGHEST
+
+  if spec.memory == 'remat':
+    def summarize(layer, f):
+      out = {}
+      if layer in content_layers:
+        out['content_sq'] = jnp.sum(jnp.square(f - content_targets[layer]))
+      if layer in style_layers:
+        if spec.style_loss == 'gram':
+          out['gram'] = gram_matrix(f)
+        elif spec.style_loss == 'mean_cov':
+          out['mean'], out['cov'] = feature_mean_cov(f)
+        else:
+          out['proj'] = jnp.matmul(f.reshape(-1, f.shape[-1]),
+                                   directions[layer], precision=precision)
+      return out
+    stats = vgg.run_network(params, x, layers, spec.pooling,
+                            summarize=summarize, remat=True)
+    for layer in style_layers:
+      if spec.style_loss == 'sliced_wasserstein':
+        stats[layer]['sorted'] = jnp.sort(stats[layer].pop('proj'), axis=0)
+    return stats
+
+  if spec.memory != 'tiles':
+    raise ValueError(f'_statistics needs memory remat or tiles, not {spec.memory!r}')
+  side, _, rows, cols = tile_grid(image_hw, layers, spec.tile)
+  padded_targets = {}
+  for layer in content_layers:
+    own = side // 2 ** (vgg.layer_block(layer) - 1)
+    t = content_targets[layer]
+    padded_targets[layer] = jnp.pad(
+        t, ((0, rows * own - t.shape[0]), (0, cols * own - t.shape[1]), (0, 0)))
+
+  def tile_fn(crop, origin, ij):
+    def summarize(layer, f):
+      part, inside = _tile_interior(layer, layers, spec.tile, image_hw, f, ij)
+      own, c = part.shape[0], part.shape[-1]
+      out = {}
+      if layer in content_layers:
+        target = jax.lax.dynamic_slice(padded_targets[layer],
+                                       (ij[0] * own, ij[1] * own, 0),
+                                       (own, own, c))
+        out['content_sq'] = jnp.sum(jnp.where(inside,
+                                              jnp.square(part - target), 0.0))
+      if layer in style_layers:
+        flat = jnp.where(inside, part, 0.0).reshape(-1, c)
+        if spec.style_loss == 'gram':
+          out['gram'] = jnp.matmul(flat.T, flat, precision=precision)
+        elif spec.style_loss == 'mean_cov':
+          # Per-tile mean and centred second moment, combined below with
+          # Chan et al.'s parallel formula: no E[ff^T] - mu mu^T cancellation.
+          count = jnp.sum(inside.astype(f.dtype))
+          mean = jnp.sum(flat, axis=0) / jnp.maximum(count, 1.0)
+          centred = jnp.where(inside.reshape(-1, 1), flat - mean, 0.0)
+          out['count'], out['mean'] = count, mean
+          out['m2'] = jnp.matmul(centred.T, centred, precision=precision)
+        else:
+          out['proj'] = jnp.matmul(flat, directions[layer],
+                                   precision=precision).reshape(own, own, -1)
+      return out
+    return vgg.run_network(params, crop, layers, spec.pooling,
+                           summarize=summarize, valid=(origin, image_hw))
+
+  per_tile = _tiled(x, layers, spec.tile, tile_fn, checkpoint=True)
+  stats = {}
+  for layer, tiles in per_tile.items():
+    fh, fw = feature_hw(image_hw, layer)
+    out = {}
+    if 'content_sq' in tiles:
+      out['content_sq'] = jnp.sum(tiles['content_sq'])
+    if 'gram' in tiles:
+      out['gram'] = jnp.sum(tiles['gram'], axis=0)
+    if 'm2' in tiles:
+      counts, means = tiles['count'], tiles['mean']
+      mean = jnp.sum(counts[:, None] * means, axis=0) / (fh * fw)
+      spread = (means - mean) * jnp.sqrt(counts)[:, None]
+      out['mean'] = mean
+      out['cov'] = (jnp.sum(tiles['m2'], axis=0) + jnp.matmul(
+          spread.T, spread, precision=precision)) / (fh * fw)
+    if 'proj' in tiles:
+      # Back in the whole image's row-major order before the (stable) sort,
+      # so exact ties break as in the plain path and the gradient is its own.
+      proj = _untile(tiles['proj'], rows, cols, (fh, fw))
+      out['sorted'] = jnp.sort(proj.reshape(fh * fw, -1), axis=0)
+    stats[layer] = out
+  return stats
+
+
+def tiled_features(params: Mapping, image: jax.Array, layers: Sequence[str],
+                   pooling: str = 'max', tile: int = 0) -> dict[str, jax.Array]:
+  """`vgg.extract_features` of a float32[H, W, 3] image, computed in tiles.
+
+  The same values (to float32 rounding); the peak memory is one tile's
+  activations plus the requested feature maps. No gradient is kept.
+  """
+  image_hw = image.shape[:2]
+  layers = tuple(layers)
+
+  def tile_fn(crop, origin, ij):
+    return vgg.run_network(
+        params, crop, layers, pooling, valid=(origin, image_hw),
+        summarize=lambda layer, f: _tile_interior(layer, layers, tile,
+                                                  image_hw, f, ij)[0])
+
+  per_tile = _tiled(image, layers, tile, tile_fn, checkpoint=False)
+  _, _, rows, cols = tile_grid(image_hw, layers, tile)
+  return {layer: _untile(tiles, rows, cols, feature_hw(image_hw, layer))
+          for layer, tiles in per_tile.items()}
+
+
+def _untile(tiles: jax.Array, rows: int, cols: int, hw: tuple[int, int]
+            ) -> jax.Array:
+  """Per-tile maps float32[rows * cols, t, t, C] (row-major) -> [h, w, C]."""
+  _, own, _, c = tiles.shape
+  whole = tiles.reshape(rows, cols, own, own, c).transpose(0, 2, 1, 3, 4)
+  return whole.reshape(rows * own, cols * own, c)[:hw[0], :hw[1]]
 
 
 def _blend_style_targets(per_style: list[dict], blend: jax.Array,
@@ -339,6 +639,42 @@ def _blend_style_targets(per_style: list[dict], blend: jax.Array,
   return blended
 
 
+def _directions(key: jax.Array, layer: str, channels: int, spec: LossSpec,
+                dtype=jnp.float32) -> jax.Array:
+  """Layer `layer`'s sliced-Wasserstein directions float[C, P] (style_targets)."""
+  return random_directions(
+      jax.random.fold_in(key, vgg.CONV_LAYERS.index(layer)), channels,
+      spec.sliced_projections, dtype)
+
+
+def _tiled_style_targets(params: Mapping, style: jax.Array, spec: LossSpec,
+                         key: jax.Array | None, x_hw: tuple[int, int]) -> dict:
+  """`style_targets` of one style image, its statistics computed in tiles."""
+  if spec.style_loss == 'sliced_wasserstein' and (key is None or x_hw is None):
+    raise ValueError("style_loss='sliced_wasserstein' needs a PRNG key and "
+                     'the size x_hw of the image being optimised')
+  directions = ({layer: _directions(key, layer, vgg.CONV_SHAPES[layer][-1],
+                                    spec, style.dtype)
+                 for layer in spec.style_layers}
+                if spec.style_loss == 'sliced_wasserstein' else None)
+  stats = _statistics(params, style, dataclasses.replace(spec, memory='tiles'),
+                      None, directions, spec.style_layers)
+  targets = {}
+  for layer in spec.style_layers:
+    s = stats[layer]
+    if spec.style_loss == 'gram':
+      fh, fw = feature_hw(style.shape[:2], layer)
+      normalize = spec.normalization == 'normalized'
+      targets[layer] = s['gram'] / (fh * fw) if normalize else s['gram']
+    elif spec.style_loss == 'mean_cov':
+      targets[layer] = {'mean': s['mean'], 'cov': s['cov']}
+    else:
+      h, w = feature_hw(x_hw, layer)
+      targets[layer] = {'directions': directions[layer],
+                        'quantiles': resample_quantiles(s['sorted'], h * w)}
+  return targets
+
+
 def compute_targets(params: Mapping, content: jax.Array,
                     styles: jax.Array | list, style_blend: jax.Array | None,
                     spec: LossSpec, *, key: jax.Array | None = None) -> dict:
@@ -362,18 +698,58 @@ def compute_targets(params: Mapping, content: jax.Array,
   if spec.style_loss == 'sliced_wasserstein' and key is None:
     raise ValueError("style_loss='sliced_wasserstein' needs compute_targets("
                      '..., key=...) for its random projections')
-  content_features = vgg.extract_features(params, content, spec.content_layers,
-                                          spec.pooling)
   if style_blend is None:
     style_blend = jnp.full((len(styles),), 1.0 / len(styles))
   x_hw = tuple(content.shape[-3:-1])
-  per_style = [
-      style_targets(vgg.extract_features(params, style, spec.style_layers,
-                                         spec.pooling), spec, key=key,
-                    x_hw=x_hw)
-      for style in styles]
+  if spec.memory != 'plain':
+    # Images too large for 'plain' are too large for a whole-image forward
+    # pass too (it peaked at 3 GiB at 1024 px on CPU): compute them in tiles.
+    content_features = tiled_features(params, content, spec.content_layers,
+                                      spec.pooling, spec.tile)
+    per_style = [_tiled_style_targets(params, style, spec, key, x_hw)
+                 for style in styles]
+  else:
+    content_features = vgg.extract_features(params, content,
+                                            spec.content_layers, spec.pooling)
+    per_style = [
+        style_targets(vgg.extract_features(params, style, spec.style_layers,
+                                           spec.pooling), spec, key=key,
+                      x_hw=x_hw)
+        for style in styles]
   return {'content': content_features,
           'style': _blend_style_targets(per_style, style_blend, spec)}
+
+
+def _losses_from_statistics(x: jax.Array, params: Mapping, targets: Mapping,
+                            weights: Mapping[str, jax.Array], spec: LossSpec
+                            ) -> tuple[jax.Array, jax.Array]:
+  """(content, style) sums of `combined_loss` for memory 'remat' / 'tiles'."""
+  norm = spec.normalization
+  directions = ({layer: targets['style'][layer]['directions']
+                 for layer in spec.style_layers}
+                if spec.style_loss == 'sliced_wasserstein' else None)
+  stats = _statistics(params, x, spec,
+                      {layer: targets['content'][layer]
+                       for layer in spec.content_layers},
+                      directions, spec.style_layers)
+  content = 0.0
+  for i, layer in enumerate(spec.content_layers):
+    sq = stats[layer]['content_sq']
+    if norm == 'normalized':
+      sq = sq / targets['content'][layer].size
+    content = content + weights['content_layers'][i] * sq
+  style = 0.0
+  for i, layer in enumerate(spec.style_layers):
+    s, target = stats[layer], targets['style'][layer]
+    if spec.style_loss == 'gram':
+      fh, fw = feature_hw(x.shape[:2], layer)
+      loss = _gram_loss(s['gram'], fh * fw, target, norm)
+    elif spec.style_loss == 'mean_cov':
+      loss = _mean_cov_loss(s['mean'], s['cov'], target, norm)
+    else:
+      loss = _sliced_loss(s['sorted'], target, norm)
+    style = style + weights['style_layers'][i] * loss
+  return content, style
 
 
 def combined_loss(x: jax.Array, params: Mapping, targets: Mapping,
@@ -394,15 +770,18 @@ def combined_loss(x: jax.Array, params: Mapping, targets: Mapping,
     (total, {'content', 'style', 'tv', 'total'}): each term already multiplied
     by its weight, so the terms sum to the total.
   """
-  features = vgg.extract_features(params, x, spec.layers, spec.pooling)
   norm = spec.normalization
-  content = sum(weights['content_layers'][i] *
-                content_loss(features[layer], targets['content'][layer], norm)
-                for i, layer in enumerate(spec.content_layers))
-  layer_loss = _STYLE_LAYER_LOSSES[spec.style_loss]
-  style = sum(weights['style_layers'][i] *
-              layer_loss(features[layer], targets['style'][layer], norm)
-              for i, layer in enumerate(spec.style_layers))
+  if spec.memory == 'plain':
+    features = vgg.extract_features(params, x, spec.layers, spec.pooling)
+    content = sum(weights['content_layers'][i] *
+                  content_loss(features[layer], targets['content'][layer], norm)
+                  for i, layer in enumerate(spec.content_layers))
+    layer_loss = _STYLE_LAYER_LOSSES[spec.style_loss]
+    style = sum(weights['style_layers'][i] *
+                layer_loss(features[layer], targets['style'][layer], norm)
+                for i, layer in enumerate(spec.style_layers))
+  else:
+    content, style = _losses_from_statistics(x, params, targets, weights, spec)
   terms = {
       'content': weights['content'] * content,
       'style': weights['style'] * style,

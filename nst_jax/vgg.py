@@ -1,4 +1,4 @@
-"""VGG19 feature extractor (Simonyan & Zisserman 2014) in Flax, Keras layer names.
+"""VGG19 feature extractor (Simonyan & Zisserman 2014) in JAX, Keras layer names.
 
 The network is the 16 convolution layers of VGG19 with their ReLUs and the four
 pools between blocks; the classifier is never needed for style transfer. Layer
@@ -18,9 +18,10 @@ kernel of its input gradient ('kernel_t'), which keeps gradients fast inside
 loops (see `conv3x3`); without it, it is derived on the fly.
 """
 
-from collections.abc import Mapping, Sequence
+import functools
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
@@ -128,48 +129,111 @@ def prepare_params(params: Mapping) -> dict:
           for name, leaves in params.items()}
 
 
-class _Conv3x3(nn.Module):
-  """3x3 'SAME' conv with Flax params 'kernel' (HWIO) and 'bias'."""
-  features: int
+def pool2x2(x: jax.Array, pooling: str = 'max') -> jax.Array:
+  """2x2 stride-2 'VALID' pooling: float32[..., H, W, C] -> [..., H//2, W//2, C].
 
-  @nn.compact
-  def __call__(self, x: jax.Array) -> jax.Array:
-    kernel = self.param('kernel', nn.initializers.lecun_normal(),
-                        (3, 3, x.shape[-1], self.features))
-    bias = self.param('bias', nn.initializers.zeros, (self.features,))
-    if self.has_variable('params', 'kernel_t'):
-      kernel_t = self.get_variable('params', 'kernel_t')
-    else:
-      kernel_t = input_grad_kernel(kernel)
-    return conv3x3(x, kernel, kernel_t) + bias
-
-
-class VGG19(nn.Module):
-  """VGG19's convolutional trunk, stopping at the deepest requested layer.
-
-  Attributes:
-    layers: Keras names of the features to return.
-    pooling: 'max' (the trained network) or 'avg' (Gatys et al. found average
-      pooling gives slightly smoother results).
+  Written as a reshape and a max (or mean) over the two window axes rather
+  than `reduce_window`: on GPUs the gradient of a windowed max lowers to
+  select-and-scatter, whose scattered adds are not deterministic, while a
+  plain max's gradient is an elementwise compare-and-select (tied maxima
+  share the gradient equally; after a ReLU ties are zeros, whose gradient
+  the ReLU stops anyway). An odd last row or column is dropped (floor, as
+  Caffe and Keras pool).
   """
-  layers: tuple[str, ...]
-  pooling: str = 'max'
+  *lead, h, w, c = x.shape
+  x = x[..., :h // 2 * 2, :w // 2 * 2, :]
+  x = x.reshape(*lead, h // 2, 2, w // 2, 2, c)
+  if pooling == 'max':
+    return jnp.max(x, axis=(-4, -2))
+  return jnp.mean(x, axis=(-4, -2))
 
-  @nn.compact
-  def __call__(self, x: jax.Array) -> dict[str, jax.Array]:
-    """Caffe-preprocessed float32[N, H, W, 3] -> {layer: float32[N, h, w, C]}."""
-    wanted = set(self.layers)
-    deepest = max(CONV_LAYERS.index(layer) for layer in wanted)
-    features = {}
-    for index, name in enumerate(CONV_LAYERS[:deepest + 1]):
-      if index > 0 and name.endswith('_conv1'):
-        # A new block starts: halve the resolution (floor, as Caffe/Keras do).
-        pool = nn.max_pool if self.pooling == 'max' else nn.avg_pool
-        x = pool(x, window_shape=(2, 2), strides=(2, 2), padding='VALID')
-      x = nn.relu(_Conv3x3(CONV_SHAPES[name][-1], name=name)(x))
+
+def conv_relu(leaves: Mapping[str, jax.Array], x: jax.Array) -> jax.Array:
+  """One VGG layer on float32[(N,) H, W, Cin]: 3x3 'SAME' conv, bias, ReLU."""
+  kernel = leaves['kernel']
+  kernel_t = leaves.get('kernel_t')
+  if kernel_t is None:
+    kernel_t = input_grad_kernel(kernel)
+  batched = x.ndim == 4
+  y = conv3x3(x if batched else x[None], kernel, kernel_t)
+  return jax.nn.relu((y if batched else y[0]) + leaves['bias'])
+
+
+def block_layers(layers: Sequence[str]) -> dict[int, tuple[str, ...]]:
+  """{block: its conv layers to run} to reach the deepest of `layers`."""
+  deepest = max(CONV_LAYERS.index(layer) for layer in layers)
+  blocks: dict[int, tuple[str, ...]] = {}
+  for name in CONV_LAYERS[:deepest + 1]:
+    block = layer_block(name)
+    blocks[block] = blocks.get(block, ()) + (name,)
+  return blocks
+
+
+def _inside_image(valid, level: int, hw: tuple[int, int]) -> jax.Array:
+  """bool[h, w, 1]: the positions of a crop's level-`level` map in the image."""
+  (row0, col0), (height, width) = valid
+  step = 2 ** level
+  rows = jnp.arange(hw[0]) + row0 // step
+  cols = jnp.arange(hw[1]) + col0 // step
+  inside_rows = (rows >= 0) & (rows < height // step)
+  inside_cols = (cols >= 0) & (cols < width // step)
+  return (inside_rows[:, None] & inside_cols[None, :])[..., None]
+
+
+def run_network(params: Mapping, x: jax.Array, layers: Sequence[str],
+                pooling: str = 'max', *,
+                summarize: Callable[[str, jax.Array], Any] | None = None,
+                remat: bool = False, valid=None) -> dict[str, Any]:
+  """VGG19 up to the deepest of `layers`, each requested feature summarised.
+
+  Args:
+    params: the VGG19 params pytree (module docstring).
+    x: Caffe-preprocessed float32[(N,) H, W, 3].
+    layers: Keras layer names; static.
+    pooling: 'max' or 'avg'; static.
+    summarize: (layer, float32[(N,) h, w, C] feature) -> any pytree, applied
+      to each requested feature as soon as it exists (default: the feature
+      itself). With `remat` it runs inside the block's checkpoint, so when the
+      summary is smaller than the feature (a Gram matrix) the backward pass
+      keeps only the summary.
+    remat: checkpoint each VGG block: the backward pass keeps the block inputs
+      and summaries only, and recomputes the block's convolutions.
+    valid: None, or ((row0, col0), (height, width)) when `x` is a crop of a
+      larger image: (row0, col0) (ints, may be traced or negative, multiples
+      of 2**(deepest block - 1)) is where the crop's first pixel lies in the
+      image and (height, width) (static) is the image's size. Every conv
+      input is then zeroed outside the image, as 'SAME' padding does at the
+      image's border, so the crop computes what the whole image computes
+      wherever the crop's own border is far enough (see losses.tile_halo).
+
+  Returns:
+    {layer: summarize(layer, feature)} for every layer in `layers`.
+  """
+  wanted = set(layers)
+  summarize = summarize or (lambda layer, feature: feature)
+
+  def run_block(block, names, block_params, x):
+    if block > 1:
+      x = pool2x2(x, pooling)
+    out = {}
+    for name in names:
+      if valid is not None:
+        x = jnp.where(_inside_image(valid, block - 1, x.shape[-3:-1]), x, 0.0)
+      x = conv_relu(block_params[name], x)
       if name in wanted:
-        features[name] = x
-    return features
+        out[name] = summarize(name, x)
+    return x, out
+
+  results = {}
+  for block, names in block_layers(layers).items():
+    fn = functools.partial(run_block, block, names)
+    if remat:
+      # Nothing inside a block is saved: its backward recomputes the block
+      # from its input, so the peak holds one block's activations, not all.
+      fn = jax.checkpoint(fn, policy=jax.checkpoint_policies.nothing_saveable)
+    x, out = fn({name: params[name] for name in names}, x)
+    results.update(out)
+  return results
 
 
 def extract_features(params: Mapping, image: jax.Array,
@@ -193,10 +257,7 @@ def extract_features(params: Mapping, image: jax.Array,
     raise ValueError(f'unknown VGG19 layer(s) {bad}; choose from {list(CONV_LAYERS)}')
   if pooling not in POOLINGS:
     raise ValueError(f"pooling={pooling!r}: use 'max' or 'avg'")
-  batched = image.ndim == 4
-  x = image if batched else image[None]
-  features = VGG19(tuple(layers), pooling).apply({'params': params}, x)
-  return features if batched else {k: v[0] for k, v in features.items()}
+  return run_network(params, image, layers, pooling)
 
 
 def init_random_params(key: jax.Array) -> dict:

@@ -115,3 +115,59 @@ def test_gradient_convolutions_inside_loops_use_the_canonical_layout(
   labels = set(re.findall(r'dim_labels=([\w>-]+)', hlo))
   assert labels, hlo[:2000]
   assert all(label.endswith('_01io->b01f') for label in labels), labels
+
+
+def _reduce_window_pool(x, pooling):
+  """The 2x2 stride-2 'VALID' pool as reduce_window (what flax's pools do)."""
+  if pooling == 'max':
+    return jax.lax.reduce_window(x, -jnp.inf, jax.lax.max, (1, 2, 2, 1),
+                                 (1, 2, 2, 1), 'VALID')
+  return jax.lax.reduce_window(x, 0.0, jax.lax.add, (1, 2, 2, 1),
+                               (1, 2, 2, 1), 'VALID') / 4.0
+
+
+@pytest.mark.parametrize('pooling', vgg.POOLINGS)
+def test_pool2x2_equals_reduce_window_pooling(pooling):
+  # Odd sizes: the last row and column are dropped (floor), as before.
+  x = jax.random.normal(jax.random.key(6), (2, 9, 7, 5))
+  got = vgg.pool2x2(x, pooling)
+  assert got.shape == (2, 4, 3, 5)
+  np.testing.assert_allclose(got, _reduce_window_pool(x, pooling), rtol=1e-6)
+  # Unbatched too, and the same gradient (no ties in random floats).
+  np.testing.assert_allclose(vgg.pool2x2(x[0], pooling),
+                             _reduce_window_pool(x, pooling)[0], rtol=1e-6)
+  weights = jax.random.normal(jax.random.key(7), got.shape)
+  ref = jax.grad(lambda y: jnp.sum(_reduce_window_pool(y, pooling) * weights))(x)
+  ours = jax.grad(lambda y: jnp.sum(vgg.pool2x2(y, pooling) * weights))(x)
+  np.testing.assert_allclose(ours, ref, rtol=1e-6)
+
+
+def test_max_pool_gradient_has_no_scatter():
+  """Issue 10: select-and-scatter's adds are not deterministic on GPUs."""
+  x = jnp.zeros((1, 8, 8, 4))
+  hlo = jax.jit(jax.grad(lambda y: jnp.sum(vgg.pool2x2(y, 'max') ** 2))
+                ).lower(x).as_text()
+  assert 'select_and_scatter' not in hlo and 'scatter' not in hlo
+  hlo_ref = jax.jit(jax.grad(lambda y: jnp.sum(_reduce_window_pool(y, 'max') ** 2))
+                    ).lower(x).as_text()
+  assert 'select_and_scatter' in hlo_ref  # the check can fail
+
+
+def test_remat_and_masked_crops_give_the_same_features(random_params):
+  layers = ['block1_conv2', 'block2_conv1', 'block3_conv1']
+  x = vgg.preprocess(jax.random.uniform(jax.random.key(8), (20, 14, 3)))
+  plain = vgg.extract_features(random_params, x, layers)
+  remat = vgg.run_network(random_params, x, layers, remat=True)
+  for layer in layers:
+    np.testing.assert_array_equal(remat[layer], plain[layer])
+  # The image inside a zero frame, masked to the image: the same features
+  # where the image is (the frame is 8 px, a multiple of the block3 stride 4).
+  framed = jnp.pad(x, ((8, 8), (8, 8), (0, 0)), constant_values=50.0)
+  masked = vgg.run_network(random_params, framed, layers,
+                           valid=((-8, -8), (20, 14)))
+  for layer in layers:
+    step = 2 ** (vgg.layer_block(layer) - 1)
+    h, w = plain[layer].shape[:2]
+    np.testing.assert_allclose(
+        masked[layer][8 // step:8 // step + h, 8 // step:8 // step + w],
+        plain[layer], rtol=1e-5, atol=1e-4)

@@ -1,0 +1,260 @@
+"""How much memory optimising an image needs, and which loss path fits.
+
+`losses.LossSpec.memory` chooses how the loss's gradient keeps its memory
+(every path gives the same loss and gradient):
+
+* 'plain': every VGG activation is kept for the backward pass; fastest.
+* 'remat': each VGG block is recomputed in the backward pass (1.5x the time);
+  it should hold only block inputs and one block's activations, but on
+  XLA:CPU it measured no lower than 'plain' (see the calibration below).
+* 'tiles': the image is processed in square tiles with a halo, one at a time
+  in the backward pass too; the peak follows the tile, not the image (about
+  2.1x the time at 2048 px with 512 px tiles, more for smaller tiles).
+
+`estimate_memory_bytes` models the peak of each path, calibrated on measured
+peaks (peak RSS on a CPU, figures below); `choose_memory_path` picks the
+fastest path whose estimate stays under MARGIN of the available memory, and
+`refusal_message` says what to do when none does.
+"""
+
+from collections.abc import Sequence
+
+import jax
+import psutil
+
+from nst_jax import image as image_lib
+from nst_jax import losses
+from nst_jax import vgg
+from nst_jax.errors import UserError
+
+# config.memory values: 'auto' lets choose_memory_path pick.
+MEMORY_MODES = ('auto',) + losses.MEMORY_PATHS
+
+# The estimate may use at most this fraction of the available memory: the
+# model is within about 15% of measured peaks, and the runtime, the images
+# and the other processes need room too.
+MARGIN = 0.85
+
+# Tile sides (px) 'auto' tries, largest (least halo overhead) first.
+TILE_CANDIDATES = (1024, 768, 512, 384, 256, 192, 128)
+
+# Calibration: peak RSS of one value_and_grad (after its targets), real
+# VGG19, default layers (down to block5_conv2), Tubingen, 2-core CPU, in
+# GiB at 384x512 / 768x1024 / 1536x2048 px:
+#   plain 1.12 / 3.07 / 10.25 (the whole-image targets' forward pass, 1.09 /
+#         3.07 / 10.25, peaks as high as the gradient, 1.12 / 2.81 / 9.22),
+#   remat 1.21 / 2.99 / 9.95 (XLA:CPU gains nothing from the checkpoints:
+#         its scheduler runs the recomputations early, see the issue 11 report),
+#   tiles (512 px tiles) 1.77 / 1.97 / 2.09.
+# Least squares gives the fixed part and bytes of peak per byte of the conv
+# outputs (_activation_bytes) and per byte of the image; every point above is
+# within 6% of the model.
+_FIXED_BYTES = int(0.57 * 2**30)
+_PLAIN_PER_ACTIVATION = 2.83
+_REMAT_PER_ACTIVATION = 2.75
+_TILES_PER_ACTIVATION = 2.3   # of one tile's crop (tile + 2 halo px a side)
+_TILES_PER_IMAGE = 8.4        # x, gradient, padded copy, targets, statistics
+
+
+def available_memory_bytes() -> int | None:
+  """Bytes the optimisation may use: the accelerator's limit, else free RAM.
+
+  On a GPU this is JAX's allocator limit (75% of the card by default, see
+  `refusal_message`); on a CPU psutil's available memory (Linux, macOS,
+  Windows). None when neither can be read.
+  """
+  try:
+    stats = jax.devices()[0].memory_stats() or {}
+    if stats.get('bytes_limit'):
+      return int(stats['bytes_limit'])
+  except Exception:  # pylint: disable=broad-except
+    pass  # Backends without memory_stats (CPU) raise or return None.
+  try:
+    return int(psutil.virtual_memory().available)
+  except Exception:  # pylint: disable=broad-except
+    return None
+
+
+def _activation_bytes(hw: tuple[int, int], layers: Sequence[str]) -> int:
+  """Bytes of every float32 conv output up to the deepest of `layers`."""
+  total = 0
+  for block, names in vgg.block_layers(layers).items():
+    step = 2 ** (block - 1)
+    channels = vgg.CONV_SHAPES[names[0]][-1]
+    total += (hw[0] // step) * (hw[1] // step) * channels * 4 * len(names)
+  return total
+
+
+def _per_member_bytes(hw: tuple[int, int], layers: Sequence[str],
+                      history_size: int, memory: str, tile: int) -> int:
+  """One member's share of the peak: its loss path and L-BFGS history."""
+  image = hw[0] * hw[1] * 3 * 4
+  history = 2 * history_size * image
+  if memory == 'plain':
+    loss = _PLAIN_PER_ACTIVATION * _activation_bytes(hw, layers)
+  elif memory == 'remat':
+    loss = _REMAT_PER_ACTIVATION * _activation_bytes(hw, layers)
+  elif memory == 'tiles':
+    crop = losses.tile_side(layers, tile) + 2 * losses.tile_halo(layers)
+    loss = (_TILES_PER_ACTIVATION * _activation_bytes((crop, crop), layers) +
+            _TILES_PER_IMAGE * image)
+  else:
+    raise ValueError(f'memory={memory!r}: use one of {list(losses.MEMORY_PATHS)}')
+  return int(loss + history)
+
+
+def estimate_memory_bytes(hw: tuple[int, int], layers: Sequence[str],
+                          history_size: int, num_styles: int = 1,
+                          memory: str = 'plain', tile: int = 0,
+                          members: int = 1) -> int:
+  """Estimated peak bytes of optimising an (H, W) image by one loss path.
+
+  Args:
+    hw: (height, width) of the image being optimised, px.
+    layers: every VGG19 layer the loss reads.
+    history_size: L-BFGS pairs kept (2 images each).
+    num_styles: style images; their targets are computed one at a time
+      before the loop, so they do not add to the peak (kept for callers).
+    memory: 'plain', 'remat' or 'tiles' (losses.MEMORY_PATHS).
+    tile: LossSpec.tile for 'tiles' (0 = losses.DEFAULT_TILE).
+    members: images optimised together (a vmapped sweep chunk).
+
+  Returns:
+    Bytes: the fixed runtime part plus `members` times the per-image part.
+    Calibrated on peak RSS at 512, 1024 and 2048 px (within 6% there).
+  """
+  del num_styles  # Targets are computed before the loop, one style at a time.
+  return int(_FIXED_BYTES + max(1, members) * _per_member_bytes(
+      hw, layers, history_size, memory, tile))
+
+
+def _fits(needed: int, available: int | None) -> bool:
+  return available is None or needed <= MARGIN * available
+
+
+def _tile_candidates(hw: tuple[int, int], layers: Sequence[str]) -> list[int]:
+  """Tile sides worth trying for an (H, W) image, largest first (px)."""
+  stride = losses.tile_stride(layers)
+  whole = losses.tile_side(layers, max(hw))
+  sides = {min(losses.tile_side(layers, t), whole) for t in TILE_CANDIDATES}
+  return sorted((s for s in sides if s >= stride), reverse=True)
+
+
+def choose_memory_path(hw: tuple[int, int], layers: Sequence[str],
+                       history_size: int, num_styles: int = 1,
+                       members: int = 1, requested: str = 'auto',
+                       tile: int = 0, *, available: int | None = -1,
+                       field: str = 'config.image_size',
+                       value: int | None = None) -> tuple[str, int]:
+  """The loss path (and tile side) for optimising an (H, W) image.
+
+  Args:
+    hw: (height, width) of the largest image optimised, px.
+    layers: every VGG19 layer the loss reads.
+    history_size: L-BFGS pairs kept.
+    num_styles: style images.
+    members: images optimised together (a vmapped sweep chunk).
+    requested: 'auto' (pick) or a forced path from losses.MEMORY_PATHS.
+    tile: tile side asked for with 'tiles', px; 0 = the largest that fits.
+    available: bytes that may be used; -1 (default) reads
+      `available_memory_bytes()`, None means unknown (nothing is refused).
+    field, value: the config field and value named in a refusal.
+
+  Returns:
+    (memory, tile) for losses.LossSpec: 'auto' gives 'plain' when its
+    estimate is under MARGIN of the available memory, else 'remat', else
+    'tiles' with the largest candidate tile that fits; a forced path is kept.
+
+  Raises:
+    UserError: when the chosen or forced path does not fit (see
+      `refusal_message`), or `requested` is unknown.
+  """
+  if requested not in MEMORY_MODES:
+    raise UserError(f'config.memory={requested!r}: use one of {list(MEMORY_MODES)}')
+  if available == -1:
+    available = available_memory_bytes()
+  need = lambda memory, t=0: estimate_memory_bytes(
+      hw, layers, history_size, num_styles, memory, t, members)
+  if requested == 'auto' and available is None:
+    return 'plain', 0
+  if requested in ('auto', 'plain', 'remat'):
+    for memory in (('plain', 'remat') if requested == 'auto' else (requested,)):
+      if _fits(need(memory), available):
+        return memory, 0
+    if requested != 'auto':
+      raise UserError(refusal_message(hw, layers, history_size, num_styles,
+                                      members, requested, 0, available,
+                                      field=field, value=value))
+  if tile:
+    if _fits(need('tiles', tile), available):
+      return 'tiles', tile
+    raise UserError(refusal_message(hw, layers, history_size, num_styles,
+                                    members, 'tiles', tile, available,
+                                    field=field, value=value))
+  candidates = _tile_candidates(hw, layers)
+  for side in candidates:
+    if _fits(need('tiles', side), available):
+      return 'tiles', side
+  raise UserError(refusal_message(hw, layers, history_size, num_styles,
+                                  members, 'tiles', candidates[-1], available,
+                                  field=field, value=value))
+
+
+def refusal_message(hw: tuple[int, int], layers: Sequence[str],
+                    history_size: int, num_styles: int, members: int,
+                    memory: str, tile: int, available: int, *,
+                    field: str = 'config.image_size',
+                    value: int | None = None) -> str:
+  """One line: what the size needs, what may be used and why, and the fix.
+
+  Names the MARGIN kept (so 'needs 58.5 GiB, 59.4 GiB available' does not
+  read as a contradiction), the largest long side that fits on the same path,
+  and, on a GPU, how to let JAX use more of the card.
+  """
+  needed = estimate_memory_bytes(hw, layers, history_size, num_styles, memory,
+                                 tile, members)
+  usable = MARGIN * available
+  path = f"memory='{memory}'" + (f' (tile {losses.tile_side(layers, tile)} px)'
+                                 if memory == 'tiles' else '')
+  fits = _largest_fitting_side(hw, layers, history_size, num_styles, members,
+                               memory, tile, usable)
+  value = max(hw) if value is None else value
+  text = (f'{field}={value} needs about {needed / 2**30:.1f} GiB with {path}'
+          f'{f" for {members} members" if members > 1 else ""}, but only '
+          f'{usable / 2**30:.1f} GiB may be used ({MARGIN:.0%} of the '
+          f'{available / 2**30:.1f} GiB available, kept as a safety margin): ')
+  fixes = []
+  if fits:
+    fixes.append(f'use {field} <= {fits}')
+  if memory != 'tiles' or tile:
+    fixes.append("set config.memory='auto' (or 'tiles' with config.tile=0) "
+                 'to pick a path that fits')
+  if members > 1:
+    fixes.append('lower config.sweep.chunk')
+  if jax.default_backend() == 'gpu':
+    fixes.append('let JAX use more of the GPU (it takes 75% by default): '
+                 'XLA_PYTHON_CLIENT_MEM_FRACTION=0.95')
+  return text + ', or '.join(fixes or ['use a machine with more memory'])
+
+
+def _largest_fitting_side(hw: tuple[int, int], layers: Sequence[str],
+                          history_size: int, num_styles: int, members: int,
+                          memory: str, tile: int, usable: float) -> int:
+  """Largest long side (px) whose resized image fits `usable` bytes; 0: none."""
+  stride = losses.tile_stride(layers)
+  low, high = stride - 1, max(hw)
+  while low < high:  # invariant: low fits (or is below the smallest side)
+    mid = (low + high + 1) // 2
+    mid_hw = image_lib.resized_hw(hw, mid)
+    if memory == 'tiles' and not tile:
+      sizes = [estimate_memory_bytes(mid_hw, layers, history_size, num_styles,
+                                     'tiles', t, members)
+               for t in _tile_candidates(mid_hw, layers)[-1:]]
+    else:
+      sizes = [estimate_memory_bytes(mid_hw, layers, history_size, num_styles,
+                                     memory, tile, members)]
+    if min(sizes) <= usable and min(mid_hw) >= stride:
+      low = mid
+    else:
+      high = mid - 1
+  return low if low >= stride else 0

@@ -1,0 +1,211 @@
+"""Tests for the memory-saving loss paths and nst_jax.memory.
+
+'remat' and 'tiles' must give the plain path's loss and gradient (issue 11):
+checked with tiles forced small so that an image has several, at odd sizes
+where the last tiles overhang the image and the pools drop a row.
+"""
+
+import itertools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from nst_jax import losses
+from nst_jax import memory
+from nst_jax import vgg
+from nst_jax.errors import UserError
+
+_SHALLOW = (('block3_conv2',), ('block1_conv1', 'block2_conv1', 'block3_conv1'))
+_DEEP = (('block5_conv2',), ('block1_conv1', 'block2_conv1', 'block3_conv1',
+                             'block4_conv1', 'block5_conv1'))
+
+
+def _check_paths_agree(params, hw, layers, style_loss, pooling, normalization,
+                       tile):
+  """Loss terms and gradient of 'remat' and 'tiles' equal 'plain' (1e-5)."""
+  content_layers, style_layers = layers
+  keys = jax.random.split(jax.random.key(7), 3)
+  content, x = (vgg.preprocess(jax.random.uniform(k, (*hw, 3)))
+                for k in keys[:2])
+  style = vgg.preprocess(jax.random.uniform(keys[2], (hw[0] + 9, hw[1] - 5, 3)))
+  spec = lambda memory: losses.LossSpec(
+      content_layers, style_layers, pooling, normalization, style_loss,
+      sliced_projections=8, memory=memory, tile=tile)
+  targets = losses.compute_targets(params, content, [style], None,
+                                   spec('plain'), key=jax.random.key(8))
+  # No TV, and content and style of equal size: the gradient compared is the
+  # network's, not the (path-independent) TV term's.
+  base = {'content': 1.0, 'style': 1.0, 'tv': 0.0,
+          'content_layers': jnp.ones(len(content_layers)),
+          'style_layers': jnp.linspace(1.0, 2.0, len(style_layers))}
+  _, terms = losses.combined_loss(x, params, targets, base, spec('plain'))
+  weights = dict(base, content=1.0 / terms['content'],
+                 style=1.0 / terms['style'])
+  results = {}
+  for memory_path in losses.MEMORY_PATHS:
+    results[memory_path] = jax.jit(jax.value_and_grad(
+        lambda y, s=spec(memory_path): losses.combined_loss(
+            y, params, targets, weights, s), has_aux=True))(x)
+  (_, plain_terms), plain_grad = results['plain']
+  scale = float(jnp.max(jnp.abs(plain_grad)))
+  assert scale > 0
+  for memory_path in ('remat', 'tiles'):
+    (_, got_terms), got_grad = results[memory_path]
+    for term in ('content', 'style', 'total'):
+      np.testing.assert_allclose(got_terms[term], plain_terms[term], rtol=1e-5,
+                                 err_msg=f'{memory_path} {term}')
+    np.testing.assert_allclose(got_grad / scale, plain_grad / scale, rtol=0,
+                               atol=1e-5, err_msg=memory_path)
+
+
+@pytest.mark.parametrize('style_loss,pooling,normalization', list(itertools.product(
+    losses.STYLE_LOSSES, vgg.POOLINGS, losses.NORMALIZATIONS)))
+def test_paths_agree_at_an_odd_size(random_params, style_loss, pooling,
+                                    normalization):
+  # 37 x 27 px with 8 px tiles (block3: stride 4, halo 16 px): 5 x 4 tiles,
+  # the last ones overhanging, odd sizes at every level (37 -> 18 -> 9).
+  _check_paths_agree(random_params, (37, 27), _SHALLOW, style_loss, pooling,
+                     normalization, tile=8)
+
+
+@pytest.mark.parametrize('style_loss', ['gram', 'sliced_wasserstein'])
+def test_paths_agree_at_the_default_depth(random_params, style_loss):
+  # The default layers (down to block5_conv2: stride 16, halo 96 px) at
+  # 100 x 75 px in 64 px tiles (2 x 2, the last ones overhanging).
+  _check_paths_agree(random_params, (100, 75), _DEEP, style_loss, 'max',
+                     'seed', tile=64)
+
+
+def _assert_close_to_scale(got, want, tolerance=1e-5):
+  """max |got - want| <= tolerance * max |want|: float32 sums in another order."""
+  assert got.shape == want.shape
+  np.testing.assert_allclose(got, want, rtol=0,
+                             atol=tolerance * float(jnp.max(jnp.abs(want))))
+
+
+def test_tiled_targets_equal_plain_targets(random_params):
+  content = vgg.preprocess(jax.random.uniform(jax.random.key(1), (45, 38, 3)))
+  style = vgg.preprocess(jax.random.uniform(jax.random.key(2), (41, 50, 3)))
+  for style_loss in losses.STYLE_LOSSES:
+    spec = lambda memory: losses.LossSpec(
+        *_SHALLOW, style_loss=style_loss, normalization='normalized',
+        sliced_projections=8, memory=memory, tile=16)
+    plain = losses.compute_targets(random_params, content, [style], None,
+                                   spec('plain'), key=jax.random.key(3))
+    tiled = losses.compute_targets(random_params, content, [style], None,
+                                   spec('tiles'), key=jax.random.key(3))
+    jax.tree.map(_assert_close_to_scale, tiled, plain)
+
+
+def test_tiled_features_equal_whole_image_features(random_params):
+  layers = ('block1_conv2', 'block2_conv1', 'block4_conv1')
+  image = vgg.preprocess(jax.random.uniform(jax.random.key(4), (43, 29, 3)))
+  whole = vgg.extract_features(random_params, image, layers, 'avg')
+  tiled = losses.tiled_features(random_params, image, layers, 'avg', tile=8)
+  for layer in layers:
+    assert tiled[layer].shape == whole[layer].shape
+    np.testing.assert_allclose(tiled[layer], whole[layer], rtol=1e-5, atol=1e-4)
+
+
+def test_halo_too_small_would_be_wrong(random_params, monkeypatch):
+  """The check above can fail: with a halo one stride short, tiles differ."""
+  layers = ('block2_conv2',)
+  image = vgg.preprocess(jax.random.uniform(jax.random.key(5), (24, 24, 3)))
+  whole = vgg.extract_features(random_params, image, layers)
+  halo = losses.tile_halo(layers)
+  assert halo == 6  # 2 convs, pool (1), 2 convs: 3 positions at stride 2.
+  monkeypatch.setattr(losses, 'tile_halo', lambda layers: halo - 2)
+  tiled = losses.tiled_features(random_params, image, layers, tile=8)
+  assert not np.allclose(tiled['block2_conv2'], whole['block2_conv2'],
+                         rtol=1e-3, atol=1e-3)
+
+
+def test_tile_geometry():
+  assert losses.tile_stride(_DEEP[0] + _DEEP[1]) == 16
+  assert losses.tile_halo(_DEEP[0] + _DEEP[1]) == 96
+  assert losses.tile_halo(('block5_conv1',)) == 80
+  assert losses.tile_halo(('block1_conv1',)) == 1
+  assert losses.tile_side(('block5_conv1',), 0) == losses.DEFAULT_TILE
+  assert losses.tile_side(('block5_conv1',), 100) == 112  # up to a multiple of 16
+  assert losses.tile_grid((100, 75), ('block5_conv1',), 32) == (32, 80, 4, 3)
+
+
+def test_loss_spec_rejects_an_unknown_memory_path():
+  with pytest.raises(ValueError, match='memory'):
+    losses.LossSpec(('block1_conv1',), (), memory='swap')
+  with pytest.raises(ValueError, match='tile'):
+    losses.LossSpec(('block1_conv1',), (), memory='tiles', tile=-1)
+
+
+def test_sweep_vmap_over_members_works_with_tiles(random_params):
+  spec = losses.LossSpec(*_SHALLOW, memory='tiles', tile=8)
+  content = vgg.preprocess(jax.random.uniform(jax.random.key(6), (20, 16, 3)))
+  targets = losses.compute_targets(random_params, content, [content], None, spec)
+  weights = {'content': jnp.array([1.0, 2.0]), 'style': jnp.array([1.0, 1.0]),
+             'tv': jnp.array([0.0, 0.0]), 'content_layers': jnp.ones((2, 1)),
+             'style_layers': jnp.ones((2, 3))}
+  xs = jnp.stack([content + 1.0, content + 1.0])
+  one = lambda x, w: losses.combined_loss(x, random_params, targets, w, spec)[0]
+  totals = jax.vmap(one)(xs, weights)
+  single = one(xs[0], jax.tree.map(lambda a: a[0], weights))
+  np.testing.assert_allclose(totals[0], single, rtol=1e-5)
+  assert float(totals[1]) > float(totals[0])
+
+
+# --- nst_jax.memory
+
+_LAYERS = _DEEP[0] + _DEEP[1]
+
+
+def test_available_memory_is_positive():
+  available = memory.available_memory_bytes()
+  assert available is None or available > 2**20
+
+
+def test_estimates_order_the_paths_and_follow_the_tile():
+  hw = (3072, 4096)
+  plain, remat, tiles = (memory.estimate_memory_bytes(hw, _LAYERS, 10, 1, m, 512)
+                         for m in losses.MEMORY_PATHS)
+  assert plain > remat > tiles
+  small = memory.estimate_memory_bytes(hw, _LAYERS, 10, 1, 'tiles', 128)
+  assert small < tiles
+  two = memory.estimate_memory_bytes(hw, _LAYERS, 10, 1, 'plain', members=2)
+  assert 1.9 * (plain - memory._FIXED_BYTES) < two - memory._FIXED_BYTES
+
+
+def test_choose_auto_goes_plain_then_remat_then_tiles():
+  hw = (1536, 2048)
+  need = lambda m, t=0: memory.estimate_memory_bytes(hw, _LAYERS, 10, 1, m, t)
+  choose = lambda available, requested='auto', tile=0: memory.choose_memory_path(
+      hw, _LAYERS, 10, 1, 1, requested, tile, available=available)
+  roomy = int(need('plain') / memory.MARGIN) + 1
+  assert choose(roomy) == ('plain', 0)
+  assert choose(int(need('remat') / memory.MARGIN) + 1) == ('remat', 0)
+  assert choose(int(need('tiles', 512) / memory.MARGIN) + 1) == ('tiles', 512)
+  # A forced choice is kept, whatever would be faster.
+  assert choose(roomy, 'tiles', 256) == ('tiles', 256)
+  assert choose(roomy, 'remat') == ('remat', 0)
+  assert choose(None) == ('plain', 0)
+
+
+def test_refusal_names_the_margin_and_a_size_that_fits():
+  hw = (3072, 4096)
+  with pytest.raises(UserError) as error:
+    memory.choose_memory_path(hw, _LAYERS, 10, 1, 1, 'plain', 0,
+                              available=8 * 2**30, value=4096)
+  text = str(error.value)
+  assert 'config.image_size=4096' in text and "memory='plain'" in text
+  assert f'{memory.MARGIN:.0%} of the 8.0 GiB' in text
+  fits = int(text.split('config.image_size <= ')[1].split(',')[0].split()[0])
+  assert 0 < fits < 4096
+  fit_hw = (round(3072 * fits / 4096), fits)
+  usable = memory.MARGIN * 8 * 2**30
+  assert memory.estimate_memory_bytes(fit_hw, _LAYERS, 10, 1, 'plain') <= usable
+  with pytest.raises(UserError, match='config.memory'):
+    memory.choose_memory_path(hw, _LAYERS, 10, 1, 1, 'swap', 0, available=None)
+  # Nothing fits in 100 MiB, not even the smallest tile.
+  with pytest.raises(UserError, match="memory='tiles'"):
+    memory.choose_memory_path(hw, _LAYERS, 10, 1, 1, 'auto', 0,
+                              available=100 * 2**20)
