@@ -1,0 +1,355 @@
+"""Tests for nst_jax.cli: every bad --config value is one `error:` line, never a traceback.
+
+The table tests feed many bad fields to scripts/run.py and scripts/sweep.py in
+ONE subprocess each (a process costs seconds: JAX's import) and check that
+each field gets exactly one `error:` line naming it, exit status 2, nothing on
+stdout and nothing written. The tables cover every field of
+configs/default.py's get_config(): a field added there without a bad value
+here fails `test_tables_cover_every_field`.
+"""
+
+import os
+from pathlib import Path
+import re
+import subprocess
+import sys
+
+import ml_collections
+import pytest
+
+from configs import default as default_config
+from nst_jax import cli
+from nst_jax.errors import UserError
+
+REPO = Path(__file__).resolve().parents[1]
+RUN = REPO / 'scripts' / 'run.py'
+SWEEP = REPO / 'scripts' / 'sweep.py'
+DEFAULT = REPO / 'configs' / 'default.py'
+
+
+def _leaves(config: ml_collections.ConfigDict, prefix: str = '') -> dict:
+  """{'image_size': 512, ..., 'sweep.chunk': 0}: every leaf field and its default."""
+  out = {}
+  for key in config.keys():
+    value = config[key]
+    if isinstance(value, ml_collections.ConfigDict):
+      out.update(_leaves(value, f'{prefix}{key}.'))
+    else:
+      out[f'{prefix}{key}'] = value
+  return out
+
+
+FIELDS = _leaves(default_config.get_config())
+
+# A value of the wrong type for every field that has one (any text is a str).
+# Whole-number fields alternate a word and a fraction: both must be refused.
+_INT_FIELDS = sorted(f for f, v in FIELDS.items() if type(v) is int)
+WRONG_TYPE = {
+    **{f: ('abc' if i % 2 == 0 else '2.5') for i, f in enumerate(_INT_FIELDS)},
+    **{f: 'high' for f, v in FIELDS.items() if type(v) is float},
+    **{f: 'maybe' for f, v in FIELDS.items() if type(v) is bool},
+}
+
+# Out-of-range values, grouped as the run spec checks them: it reports the
+# field values (numbers, choices, layer names, the resume folder) first and,
+# only when those are all fine, the inputs they lead to (images, per-style
+# and per-layer lists, the weights file). One subprocess per group.
+OUT_OF_RANGE_VALUES = {
+    'image_size': '0', 'style_scale': '100', 'preserve_color': 'sepia',
+    'scales': '0', 'scale_ratio': '1.0', 'pooling': 'median', 'memory': 'lots',
+    'tile': '-1', 'content_layers': 'block9_conv1',
+    'style_layers': 'block1_conv1,block9_conv1', 'normalization': 'whitened',
+    'style_loss': 'l1', 'content_weight': '-1', 'style_weight': '-1',
+    'tv_weight': '-1', 'seed': '-1', 'optimizer': 'sgd',
+    'max_iterations': '-1', 'history_size': '0', 'linesearch': 'armijo',
+    'max_linesearch_steps': '0', 'first_step_fraction': '2.0',
+    'learning_rate': '0', 'snapshot_every': '0',
+    'resume': '/nonexistent/nst_jax_run',
+    'compilation_cache': '/dev/null/cache',   # a folder inside a device file
+}
+OUT_OF_RANGE_INPUTS = {
+    'content': 'no_such_photo', 'style': 'no_such_painting',
+    'style_blend': '0.5,0.5',             # two weights, one style
+    'style_layer_weights': '1,2',         # two weights, five style layers
+    'init': 'no_such_start.png',
+    'weights': '/nonexistent/vgg19.npz',
+}
+# scripts/sweep.py's own section. sweep.seed needs init='noise' (else a
+# second line says so), given as a good value beside the bad ones.
+OUT_OF_RANGE_SWEEP = {
+    'sweep.content_weight': '-1', 'sweep.style_weight': 'abc',
+    'sweep.tv_weight': 'inf', 'sweep.style_layer_weights': '1,2',
+    'sweep.seed': '1,99999999999', 'sweep.mode': 'diagonal', 'sweep.chunk': '-1',
+    'sweep.tile_size': '0',
+}
+OUT_OF_RANGE_SWEEP_INPUTS = {
+    'sweep.content': 'no_such_photo', 'style': 'no_such_painting',
+    'style_layer_weights': '1,2', 'init': 'no_such_start.png',
+    'weights': '/nonexistent/vgg19.npz',
+}
+# True/False fields have no out-of-range value: the wrong-type table covers them.
+NO_RANGE = {f for f, v in FIELDS.items() if type(v) is bool}
+
+
+def _script(script: Path, tmp_path: Path, *args: str
+            ) -> subprocess.CompletedProcess:
+  env = dict(os.environ, JAX_PLATFORMS='cpu')
+  return subprocess.run(
+      [sys.executable, str(script), *args, f'--workdir={tmp_path / "run"}'],
+      cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+
+
+def _overrides(table: dict[str, str]) -> list[str]:
+  return [f'--config.{field}={value}' for field, value in table.items()]
+
+
+def _names(line: str, field: str) -> bool:
+  """Whether an error line names config.<field> (not a longer field)."""
+  return re.search(rf'(?<![\w.])(--)?config\.{re.escape(field)}(?![\w.])',
+                   line) is not None
+
+
+def _assert_refused(result: subprocess.CompletedProcess, fields, tmp_path: Path
+                    ) -> list[str]:
+  """Exit 2, one `error:` line naming each field, no traceback, nothing written."""
+  assert 'Traceback' not in result.stderr, result.stderr
+  assert result.returncode == 2, result.stderr
+  assert result.stdout == ''
+  assert list(tmp_path.iterdir()) == [], 'an error run wrote files'
+  lines = [l for l in result.stderr.splitlines() if l.strip()]
+  assert all(l.startswith('error: ') for l in lines), result.stderr
+  for field in fields:
+    naming = [l for l in lines if _names(l, field)]
+    assert len(naming) == 1, (field, naming, result.stderr)
+  assert len(lines) == len(fields), result.stderr
+  return lines
+
+
+def test_tables_cover_every_field():
+  out_of_range = (set(OUT_OF_RANGE_VALUES) | set(OUT_OF_RANGE_INPUTS)
+                  | set(OUT_OF_RANGE_SWEEP) | set(OUT_OF_RANGE_SWEEP_INPUTS)
+                  | NO_RANGE)
+  assert set(FIELDS) - out_of_range == set()
+  assert out_of_range - set(FIELDS) == set()  # no stale names
+  assert set(WRONG_TYPE) == {f for f, v in FIELDS.items()
+                             if not isinstance(v, str)}
+
+
+# --- Through the scripts, many fields per process -------------------------------
+
+@pytest.mark.parametrize('script', [RUN, SWEEP], ids=['run', 'sweep'])
+def test_every_wrong_type_at_once(script, tmp_path):
+  result = _script(script, tmp_path, f'--config={DEFAULT}',
+                   *_overrides(WRONG_TYPE))
+  lines = _assert_refused(result, WRONG_TYPE, tmp_path)
+  for field, value in WRONG_TYPE.items():
+    (line,) = [l for l in lines if _names(l, field)]
+    kind = type(FIELDS[field])
+    assert f'{value!r} is not' in line and f'({field} is' in line
+    assert f'e.g. --config.{field}=' in line, line
+    assert {int: 'whole number', float: 'number', bool: 'true or false'}[kind] \
+        in line
+
+
+def test_run_refuses_every_out_of_range_value_at_once(tmp_path):
+  result = _script(RUN, tmp_path, f'--config={DEFAULT}',
+                   *_overrides(OUT_OF_RANGE_VALUES))
+  _assert_refused(result, OUT_OF_RANGE_VALUES, tmp_path)
+
+
+def test_run_refuses_every_bad_input_at_once(tmp_path):
+  result = _script(RUN, tmp_path, f'--config={DEFAULT}',
+                   *_overrides(OUT_OF_RANGE_INPUTS))
+  _assert_refused(result, OUT_OF_RANGE_INPUTS, tmp_path)
+
+
+def test_sweep_refuses_every_bad_sweep_value_at_once(tmp_path):
+  result = _script(SWEEP, tmp_path, f'--config={DEFAULT}',
+                   '--config.init=noise', *_overrides(OUT_OF_RANGE_SWEEP))
+  _assert_refused(result, OUT_OF_RANGE_SWEEP, tmp_path)
+
+
+def test_sweep_refuses_every_bad_input_at_once(tmp_path):
+  result = _script(SWEEP, tmp_path, f'--config={DEFAULT}',
+                   *_overrides(OUT_OF_RANGE_SWEEP_INPUTS))
+  _assert_refused(result, OUT_OF_RANGE_SWEEP_INPUTS, tmp_path)
+
+
+# --- Through the scripts, one problem each -------------------------------------
+
+def test_run_names_the_field_a_typo_meant(tmp_path):
+  result = _script(RUN, tmp_path, f'--config={REPO}/configs/starry.py:quick',
+                   '--config.stlye_weight=3')
+  (line,) = _assert_refused(result, ['stlye_weight'], tmp_path)
+  assert line == ('error: --config.stlye_weight: unknown field; did you mean '
+                  'style_weight?')
+
+
+def test_sweep_names_content_for_content_image(tmp_path):
+  result = _script(SWEEP, tmp_path, f'--config={REPO}/configs/starry_sweep.py',
+                   '--config.content_image=x.png')
+  (line,) = _assert_refused(result, ['content_image'], tmp_path)
+  assert line.endswith('did you mean content?')
+
+
+def test_run_names_the_variants_of_a_config_file(tmp_path):
+  result = _script(RUN, tmp_path,
+                   f'--config={REPO}/configs/style_losses.py:bogus')
+  assert 'Traceback' not in result.stderr and result.returncode == 2
+  assert result.stdout == '' and list(tmp_path.iterdir()) == []
+  (line,) = result.stderr.splitlines()
+  assert line.startswith('error: --config=') and 'style_losses.py:bogus' in line
+  assert ':mean_cov' in line and ':quick' in line
+
+
+# --- cli.check_config_argv in this process -------------------------------------
+
+def _check(*args: str, config: str = str(DEFAULT)) -> list[str]:
+  return cli.check_config_argv(['prog', f'--config={config}', *args])
+
+
+def _problems(*args: str, config: str = str(DEFAULT)) -> list[str]:
+  with pytest.raises(UserError) as e:
+    _check(*args, config=config)
+  return str(e.value).splitlines()
+
+
+@pytest.mark.parametrize('typed,meant', [
+    ('stlye_weight', 'style_weight'),     # a close name beside it
+    ('style_weights', 'style_weight'),    # not 'style' + '_weights'
+    ('content_image', 'content'),         # a field the name starts with
+    ('chunk', 'sweep.chunk'),             # the name in another section
+    ('mode', 'sweep.mode'),
+    ('sweep.stlye_weight', 'sweep.style_weight'),
+    ('sweep.image_size', 'image_size'),
+])
+def test_unknown_field_names_the_nearest(typed, meant):
+  assert _problems(f'--config.{typed}=1') == [
+      f'--config.{typed}: unknown field; did you mean {meant}?']
+
+
+def test_unknown_field_without_a_near_one():
+  assert _problems('--config.xyzzy=1') == [
+      '--config.xyzzy: unknown field; configs/default.py lists every field']
+
+
+def test_all_problems_are_reported_together():
+  problems = _problems('--config.stlye_weight=3', '--config.image_size=abc',
+                       '--config.style_weight=high', '--config.sweep=3',
+                       '--config.style_weight.x=2', '--config.seed')
+  assert problems == [
+      '--config.stlye_weight: unknown field; did you mean style_weight?',
+      "--config.image_size=abc: 'abc' is not a whole number (image_size is an "
+      'int); e.g. --config.image_size=512',
+      "--config.style_weight=high: 'high' is not a number (style_weight is a "
+      'float); e.g. --config.style_weight=1.0',
+      '--config.sweep: sweep is a section: set its fields, e.g. '
+      '--config.sweep.chunk=...',   # ConfigDict lists its keys sorted
+      # A field under a value: the value is the nearest field.
+      '--config.style_weight.x: unknown field; did you mean style_weight?',
+      '--config.seed: no value given; e.g. --config.seed=0',
+  ]
+
+
+@pytest.mark.parametrize('args,expected', [
+    # Whole numbers with an exponent or a point: rewritten for absl.
+    (['--config.max_iterations=1e3'], ['--config.max_iterations=1000']),
+    (['--config.image_size=256.0'], ['--config.image_size=256']),
+    (['--config.image_size', '256'], ['--config.image_size=256']),
+    (['--config.seed=0x10'], ['--config.seed=0x10']),  # absl's own int syntax
+    (['--config.seed=-1'], ['--config.seed=-1']),      # range: the spec's job
+    (['--config.style_weight', '1e3'], ['--config.style_weight=1e3']),
+    (['--config.style=a,b', '--config.sweep.seed=0,1'],
+     ['--config.style=a,b', '--config.sweep.seed=0,1']),
+    (['--config.deterministic'], ['--config.deterministic=true']),
+    (['--noconfig.deterministic'], ['--config.deterministic=false']),
+    (['--config.deterministic=F'], ['--config.deterministic=F']),
+    (['--config.deterministic', 'false'], ['--config.deterministic=false']),
+    (['--workdir=x', '--', 'y'], ['--workdir=x', '--', 'y']),
+])
+def test_good_overrides_pass(args, expected):
+  assert _check(*args) == ['prog', f'--config={DEFAULT}', *expected]
+
+
+def test_a_flag_is_not_taken_as_a_value():
+  assert _problems('--config.image_size', '--workdir=x') == [
+      '--config.image_size: no value given; e.g. --config.image_size=512']
+
+
+def test_only_booleans_take_no():
+  assert _problems('--noconfig.seed') == [
+      '--noconfig.seed: only a true/false field takes the --no prefix; e.g. '
+      '--config.seed=0']
+
+
+def test_overrides_after_double_dash_are_checked():
+  # config_flags reads them from all of argv, and would fail on them.
+  assert _problems('--', '--config.xyzzy=1')[0].startswith('--config.xyzzy:')
+
+
+def test_override_before_config_is_refused():
+  with pytest.raises(UserError, match='comes before --config'):
+    cli.check_config_argv(['prog', '--config.seed=1', f'--config={DEFAULT}'])
+
+
+def test_no_config_flag_checks_nothing():
+  # scripts ask for --config themselves (cli.checked_config).
+  assert cli.check_config_argv(['prog', '--config.xyzzy=1']) == [
+      'prog', '--config.xyzzy=1']
+
+
+# --- Loading config files -----------------------------------------------------
+
+@pytest.mark.parametrize('variant,style_loss,image_size', [
+    ('', 'sliced_wasserstein', 512),
+    (':quick', 'sliced_wasserstein', 64),
+    (':mean_cov', 'mean_cov', 512),
+    (':sliced_wasserstein', 'sliced_wasserstein', 512),
+    (':mean_cov,quick', 'mean_cov', 64),
+    (':sliced_wasserstein,quick', 'sliced_wasserstein', 64),
+])
+def test_style_losses_variants(variant, style_loss, image_size):
+  config = cli.load_config_file(f'{REPO}/configs/style_losses.py{variant}')
+  assert (config.style_loss, config.image_size) == (style_loss, image_size)
+
+
+@pytest.mark.parametrize('spec,message', [
+    ('configs/starry.py:bogus',
+     "configs/starry.py:bogus: unknown config variant 'bogus'"),
+    ('configs/style_losses.py:quick,mean_cov', ":mean_cov,quick"),
+    ('configs/default.py:quick', "default.py takes no variant: drop ':quick'"),
+    ('configs/from_file.py', 'from_file.py needs a file'),
+    ('configs/no_such.py', 'no_such.py is not a file'),
+])
+def test_bad_config_file_is_one_line(spec, message):
+  with pytest.raises(UserError) as e:
+    cli.load_config_file(str(REPO / spec) if ':' not in spec else
+                         f'{REPO}/{spec}')
+  assert len(str(e.value).splitlines()) == 1
+  assert message in str(e.value)
+
+
+def test_config_variants_from_docstring_are_named(tmp_path):
+  # preserve_color's ':histogram' is missing from apply_variant's message.
+  with pytest.raises(UserError) as e:
+    cli.load_config_file(f'{REPO}/configs/preserve_color.py:bogus')
+  assert str(e.value).endswith('(its docstring shows :histogram, :quick)')
+
+
+@pytest.mark.parametrize('source,message', [
+    ('def get_config(:\n',
+     'does not load: SyntaxError: invalid syntax (broken.py, line 1)'),
+    ('import no_such_module\n', "ModuleNotFoundError: No module named "
+     "'no_such_module'"),
+    ('X = 1\n', 'has no get_config()'),
+    ('def get_config():\n  return {}["a"]\n',
+     "get_config() in {path} failed: KeyError: 'a' ({path}, line 2)"),
+    ('def get_config():\n  return {}\n', 'returned a dict'),
+])
+def test_broken_config_file_is_one_line(tmp_path, source, message):
+  path = tmp_path / 'broken.py'
+  path.write_text(source)
+  with pytest.raises(UserError) as e:
+    cli.load_config_file(str(path))
+  assert len(str(e.value).splitlines()) == 1
+  assert message.format(path=path) in str(e.value)
