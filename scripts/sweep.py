@@ -16,6 +16,7 @@ can stand for its config: --config=outputs/sweep/config.json.
 """
 
 import os
+import sys
 
 from absl import flags
 from ml_collections import config_flags
@@ -38,13 +39,21 @@ def main(argv):
   config = cli.checked_config(argv, _CONFIG.value, 'configs/starry_sweep.py')
   if _DISTRIBUTED.value:
     # Before anything touches a device: it decides which devices exist.
-    import jax  # pylint: disable=import-outside-toplevel
-    jax.distributed.initialize()
-  from nst_jax import sweep  # pylint: disable=import-outside-toplevel
+    # Coordinator from $NST_COORDINATOR/$NST_NUM_PROCESSES/$NST_PROCESS_ID,
+    # else JAX's own detection (see nst_jax/runtime.py).
+    from nst_jax import runtime  # pylint: disable=import-outside-toplevel
+    try:
+      runtime.initialize_distributed()
+    except UserError as e:
+      cli.exit_with_user_error(e)
+  from nst_jax import engine, sweep  # pylint: disable=import-outside-toplevel
   try:
     sweep.run_sweep(config, _WORKDIR.value)
   except UserError as e:
     cli.exit_with_user_error(e)
+  except engine.Interrupted as e:
+    print(e, file=sys.stderr)
+    sys.exit(130)
 
 
 if __name__ == '__main__':

@@ -19,6 +19,7 @@ EXAMPLES = [
     ('noise_avg_pool', 'quick'),
     ('style_losses', 'mean_cov,quick'),
     ('style_losses', 'sliced_wasserstein,quick'),
+    ('style_losses', 'quick'),
     ('bounded', 'quick'),
     ('normalized', 'quick'),
 ]

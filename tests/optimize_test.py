@@ -153,9 +153,3 @@ def test_lbfgsb_keeps_pixels_in_bounds_where_lbfgs_does_not(problem):
   # The test can fail: without bounds, the same problem leaves the range.
   assert max(free_excess) > 10.0
   assert _out_of_bounds(optimize.clip_to_valid(free.x)) <= 0.0
-
-
-def test_lbfgsb_rejects_hager_zhang():
-  with pytest.raises(ValueError, match='hager-zhang'):
-    optimize.OptimizerSpec(name='lbfgsb', linesearch='hager-zhang')
-  optimize.OptimizerSpec(name='lbfgsb', linesearch='backtracking')

@@ -1,4 +1,4 @@
-"""Tests for nst_jax.transfer and scripts/run.py: checks first, then one real run.
+"""Tests for nst_jax.spec, nst_jax.transfer and scripts/run.py: checks, then real runs.
 
 The end-to-end runs use the real weights (ported on first use, as a new user's
 first run does) and the shared test images, at 64 px and a few iterations.
@@ -16,6 +16,8 @@ from PIL import Image
 
 from configs import default as default_config
 from configs import starry
+from nst_jax import memory
+from nst_jax import spec
 from nst_jax import transfer
 from nst_jax.errors import UserError
 
@@ -34,14 +36,14 @@ def _config(**overrides):
 
 def _problems(config, workdir) -> list[str]:
   with pytest.raises(UserError) as e:
-    transfer.plan_run(config, workdir)
+    spec.parse(config, workdir)
   return str(e.value).splitlines()
 
 
 def test_plan_accepts_the_shipped_configs(tmp_path):
   for config in (starry.get_config(), starry.get_config('quick'),
                  default_config.get_config()):
-    plan = transfer.plan_run(config, tmp_path / 'run')
+    plan = spec.parse(config, tmp_path / 'run')
     assert plan.loss_spec.content_layers == ('block5_conv2',)
     assert len(plan.loss_spec.style_layers) == 5
   assert max(starry.get_config('quick').image_size, 0) <= 96
@@ -60,6 +62,14 @@ def test_every_problem_is_reported_at_once(tmp_path):
     assert needle in text
 
 
+def test_optimizer_settings_that_do_not_combine_are_named(tmp_path):
+  problems = _problems(_config(optimizer='lbfgsb', linesearch='hager-zhang'),
+                       tmp_path / 'run')
+  assert len(problems) == 1 and 'hager-zhang' in problems[0]
+  spec.parse(_config(optimizer='lbfgsb', linesearch='backtracking'),
+             tmp_path / 'run')
+
+
 def test_missing_and_corrupt_images_are_named(tmp_path):
   broken = tmp_path / 'broken.jpg'
   broken.write_bytes(b'\xff\xd8\xff\xe0 this is not really a jpeg')
@@ -73,9 +83,9 @@ def test_image_too_small_for_deepest_layer(tmp_path):
   problems = _problems(_config(image_size=12), tmp_path / 'run')
   assert any('too small' in p and 'image_size=12' in p for p in problems)
   # Shallower layers make the same size fine.
-  transfer.plan_run(_config(image_size=12, content_layers='block2_conv2',
-                            style_layers='block1_conv1,block2_conv1'),
-                    tmp_path / 'run')
+  spec.parse(_config(image_size=12, content_layers='block2_conv2',
+                      style_layers='block1_conv1,block2_conv1'),
+             tmp_path / 'run')
 
 
 def test_unwritable_or_used_workdir(tmp_path):
@@ -196,6 +206,25 @@ def test_sigint_saves_state_and_resume_matches_uninterrupted(tmp_path):
                      check=False)
   assert proc.returncode == 2 and 'no interrupted run' in proc.stderr
 
+  # A hard kill (the OOM killer, a lost machine) after two snapshots: the
+  # state saved as the run went resumes it to the same pixels.
+  killed = tmp_path / 'killed'
+  proc = subprocess.Popen(
+      [sys.executable, str(REPO / 'scripts' / 'run.py'), *args,
+       f'--workdir={killed}'], cwd=REPO, env=env, stdout=subprocess.PIPE,
+      stderr=subprocess.DEVNULL, text=True)
+  seen = 0
+  for line in proc.stdout:
+    seen += line.startswith('iter')
+    if seen == 2:
+      proc.kill()
+      break
+  proc.wait(timeout=60)
+  assert proc.returncode == -signal.SIGKILL
+  _run_script(*args, f'--config.resume={killed}')
+  resumed = np.asarray(Image.open(killed / 'final.png'), np.int16)
+  assert np.abs(resumed - straight).max() <= 1
+
 
 def test_divergence_stops_cleanly_and_keeps_last_finite_image(tmp_path):
   config = _config(optimizer='adam', learning_rate=1e30, max_iterations=6,
@@ -218,20 +247,19 @@ def test_resume_refuses_a_changed_config(tmp_path):
   (tmp_path / 'state.npz').write_bytes(b'')
   changed = _config(style_weight=3.0, resume=str(tmp_path), max_iterations=9)
   with pytest.raises(UserError, match='style_weight=1.0.*style_weight=3.0'):
-    transfer.check_resume(changed)
+    spec.check_resume(changed)
   # Only max_iterations may change.
-  assert transfer.check_resume(_config(resume=str(tmp_path),
+  assert spec.check_resume(_config(resume=str(tmp_path),
                                        max_iterations=9)) == tmp_path
 
 
 def test_scale_sizes_end_at_image_size(tmp_path):
   config = _config(image_size=200, scales=3, scale_ratio=2.0)
-  assert transfer.scale_sizes(config) == [50, 100, 200]
-  plan = transfer.plan_run(config, tmp_path / 'run')
-  assert [max(hw) for hw in plan.scale_hws] == [50, 100, 200]
-  assert plan.scale_hws[-1] == plan.content_hw
-  small = transfer.plan_for_scale(plan, 0)
-  assert max(small.content_hw) == 50 and small.style_long_side == 50
+  assert spec.scale_sizes(config) == [50, 100, 200]
+  plan = spec.parse(config, tmp_path / 'run')
+  (member,) = plan.members
+  assert [max(hw) for hw in member.scale_hws] == [50, 100, 200]
+  assert plan.style_long_side(member.scale_hws[0]) == 50
   # The smallest scale must still fit the deepest layer.
   problems = _problems(_config(image_size=64, scales=4), tmp_path / 'run2')
   assert any('smallest of config.scales=4' in p for p in problems)
@@ -245,8 +273,8 @@ def test_luminance_mode_keeps_the_content_chroma(tmp_path):
                    style_layers='block1_conv1,block2_conv1', max_iterations=4)
   result = transfer.run(config, tmp_path / 'run', log=lambda _: None)
   out = np.asarray(Image.open(result['final']), np.float32) / 255
-  content = image_lib.load_image(transfer.plan_run(
-      config, tmp_path / 'other').content_path, long_side=32)
+  content = image_lib.load_image(spec.parse(
+      config, tmp_path / 'other').members[0].content_path, long_side=32)
   iq_out = np.asarray(color.rgb_to_yiq(out))[..., 1:]
   iq_content = np.asarray(color.rgb_to_yiq(content))[..., 1:]
   # Equal up to 8-bit rounding, except where recombination had to clip.
@@ -257,10 +285,15 @@ def test_luminance_mode_keeps_the_content_chroma(tmp_path):
 
 def test_too_large_for_memory_is_refused_with_a_size_that_fits(tmp_path,
                                                                 monkeypatch):
-  monkeypatch.setattr(transfer, 'available_memory_bytes', lambda: 4 * 2**30)
-  problems = _problems(_config(image_size=2048), tmp_path / 'run')
+  monkeypatch.setattr(memory, 'available_memory_bytes', lambda: 4 * 2**30)
+  problems = _problems(_config(image_size=2048, memory='plain'),
+                       tmp_path / 'run')
   (line,) = [p for p in problems if 'GiB' in p]
-  assert 'config.image_size=2048' in line and '4.0 GiB is available' in line
+  assert 'config.image_size=2048' in line and '4.0 GiB available' in line
+  assert '85%' in line  # the margin it keeps is named
   fits = int(line.split('image_size <= ')[1].split(',')[0])
   assert 256 < fits < 2048
-  transfer.plan_run(_config(image_size=fits), tmp_path / 'run')
+  spec.parse(_config(image_size=fits, memory='plain'), tmp_path / 'run')
+  # 'auto' (the default) picks a memory-saving path instead of refusing.
+  plan = spec.parse(_config(image_size=2048), tmp_path / 'run')
+  assert plan.loss_spec.memory in ('remat', 'tiles')

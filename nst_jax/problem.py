@@ -1,0 +1,173 @@
+"""The optimisation problem of M members at one scale, on the device.
+
+`build_problem` loads the images a group of members needs, applies the colour
+control, computes the content and style targets once per distinct
+(content, seed) and stacks what differs between members along a leading
+member axis M: the start images float32[M, H, W, 3] (Caffe space), the loss
+weights ('content' float32[M], 'style_layers' float32[M, L], ...), and the
+targets that differ (`Problem.per_member`; the rest is `Problem.shared`).
+A single run is the case M = 1.
+"""
+
+import dataclasses
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from nst_jax import color
+from nst_jax import image as image_lib
+from nst_jax import losses
+from nst_jax import spec as spec_lib
+from nst_jax import vgg
+
+Log = Callable[[str], Any]
+
+
+def prng_keys(seed: int) -> dict[str, jax.Array]:
+  """One PRNG key per purpose, split from `seed`: 'init' (noise start image)
+  and 'projections' (sliced-Wasserstein directions)."""
+  init, projections = jax.random.split(jax.random.key(seed), 2)
+  return {'init': init, 'projections': projections}
+
+
+def initial_image(mode_or_path: str | Path, content: jax.Array,
+                  style: jax.Array, key: jax.Array) -> jax.Array:
+  """The starting image, RGB float32[H, W, 3] in [0, 1] of the content's size.
+
+  Args:
+    mode_or_path: 'content', 'noise' (uniform white noise from `key`), 'style'
+      (the first style image stretched to the content's size) or a Path.
+    content: RGB content image float32[H, W, 3] in [0, 1].
+    style: RGB style image float32[h, w, 3] in [0, 1].
+    key: PRNG key for the noise.
+  """
+  if isinstance(mode_or_path, Path):
+    return jax.image.resize(jnp.asarray(image_lib.load_image(mode_or_path)),
+                            content.shape, 'lanczos3').clip(0.0, 1.0)
+  if mode_or_path == 'noise':
+    return jax.random.uniform(key, content.shape, jnp.float32)
+  if mode_or_path == 'style':
+    return jax.image.resize(style, content.shape, 'lanczos3').clip(0.0, 1.0)
+  return content
+
+
+@dataclasses.dataclass
+class Problem:
+  """What the optimiser needs for M members at one scale (see `build_problem`).
+
+  Attributes:
+    params: prepared VGG19 params (`vgg.prepare_params`), shared.
+    shared: the targets every member shares: some of 'content', 'style' (as
+      in `losses.compute_targets`).
+    per_member: the other targets, each leaf with a leading axis M.
+    weights: traced loss weights (see `losses.combined_loss`), leading axis M.
+    x0: start images, Caffe space float32[M, H, W, 3].
+    content_rgb: each member's content, RGB float32[M, H, W, 3] in [0, 1].
+    preserve_color: '', 'luminance' or 'histogram' (see `output_rgb`).
+  """
+  params: dict
+  shared: dict
+  per_member: dict
+  weights: dict
+  x0: jax.Array
+  content_rgb: jax.Array
+  preserve_color: str = ''
+
+  def output_rgb(self, x: jax.Array) -> np.ndarray:
+    """The pictures of optimised images x[M]: RGB float32[M, H, W, 3] in [0, 1].
+
+    In 'luminance' mode x carries only luminance; each picture takes its
+    chroma from its content (Gatys et al. 2017).
+    """
+    rgb = vgg.deprocess(x)
+    if self.preserve_color == 'luminance':
+      rgb = jax.vmap(color.recombine_luminance)(rgb, self.content_rgb)
+    return np.asarray(jnp.clip(rgb, 0.0, 1.0))
+
+
+def _stack(trees: Sequence[Any]) -> Any:
+  return jax.tree.map(lambda *leaves: jnp.stack(leaves), *trees)
+
+
+_compute_targets = jax.jit(losses.compute_targets, static_argnums=(4,))
+
+
+def build_problem(spec: spec_lib.RunSpec, members: Sequence[spec_lib.Member],
+                  scale: int, params: dict, log: Log = print,
+                  start_rgb: jax.Array | None = None) -> Problem:
+  """Loads the images of `members` at scale index `scale` and their targets.
+
+  Args:
+    spec: the checked run.
+    members: members whose content has one size at this scale.
+    scale: index into each member's `scale_hws`.
+    params: prepared VGG19 params.
+    log: receives a line about the images.
+    start_rgb: RGB float32[M, h, w, 3] in [0, 1] to start from instead of
+      config.init, resized to this scale (coarse-to-fine passes the last
+      scale's results).
+  """
+  hw = members[0].scale_hws[scale]
+  style_rgbs = [jnp.asarray(image_lib.load_image(
+      p, long_side=spec.style_long_side(hw))) for p in spec.style_paths]
+  loaded: dict[Path, tuple] = {}
+  for m in members:
+    if m.content_path in loaded:
+      continue
+    rgb = jnp.asarray(image_lib.load_image(m.content_path, long_side=max(hw)))
+    # Colour control (Gatys et al. 2017) changes what the network sees.
+    seen, styles = rgb, style_rgbs
+    if spec.preserve_color == 'histogram':
+      styles = [color.match_color_histogram(s, rgb) for s in style_rgbs]
+    elif spec.preserve_color == 'luminance':
+      pairs = [color.luminance_only(rgb, s) for s in style_rgbs]
+      seen, styles = pairs[0][0], [s for _, s in pairs]
+    loaded[m.content_path] = (rgb, seen, styles)
+  log(f'content: {", ".join(str(p) for p in loaded)} -> {hw[1]}x{hw[0]} px; '
+      'style: ' + ', '.join(f'{p} -> {s.shape[1]}x{s.shape[0]} px'
+                            for p, s in zip(spec.style_paths, style_rgbs)))
+
+  # Targets depend on the content and, for sliced Wasserstein, on the seed
+  # (its projections): compute them once per distinct pair.
+  by_seed = spec.loss_spec.style_loss == 'sliced_wasserstein'
+  keys = [(m.content_path, m.config.seed if by_seed else 0) for m in members]
+  blend = jnp.asarray(spec.style_blend, jnp.float32)
+  targets = {}
+  for key in dict.fromkeys(keys):
+    _, seen, styles = loaded[key[0]]
+    targets[key] = _compute_targets(
+        params, vgg.preprocess(seen), [vgg.preprocess(s) for s in styles],
+        blend, spec.loss_spec, key=prng_keys(key[1])['projections'])
+  style_depends = (spec.preserve_color != '', by_seed)
+  style_keys = [tuple(k if d else None for k, d in zip(key, style_depends))
+                for key in keys]
+  shared, per_member = {}, {}
+  for part, distinct in (('content', {k[0] for k in keys}),
+                         ('style', set(style_keys))):
+    if len(distinct) == 1:
+      shared[part] = targets[keys[0]][part]
+    else:
+      per_member[part] = _stack([targets[k][part] for k in keys])
+
+  starts = []
+  for i, m in enumerate(members):
+    rgb, seen, styles = loaded[m.content_path]
+    if start_rgb is not None:
+      start = jax.image.resize(start_rgb[i], seen.shape, 'lanczos3').clip(0, 1)
+    else:
+      start = initial_image(spec.init, seen, styles[0],
+                            prng_keys(m.config.seed)['init'])
+    starts.append(vgg.preprocess(start))
+  weights = [{'content': jnp.float32(w['content']),
+              'style': jnp.float32(w['style']), 'tv': jnp.float32(w['tv']),
+              'content_layers': jnp.ones(len(spec.loss_spec.content_layers),
+                                         jnp.float32),
+              'style_layers': jnp.asarray(w['style_layers'], jnp.float32)}
+             for w in (m.loss_weights for m in members)]
+  return Problem(params, shared, per_member, _stack(weights), jnp.stack(starts),
+                 jnp.stack([loaded[m.content_path][0] for m in members]),
+                 spec.preserve_color)

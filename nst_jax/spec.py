@@ -1,0 +1,695 @@
+r"""The run spec: every config field with its default, and every check in one place.
+
+`default_config()` lists every field (configs/*.py start from it). `parse`
+turns a config into a `RunSpec`: it checks everything a user can get wrong
+(values, layer names, images, sizes, memory, the weights file, the workdir,
+the sweep section) and reports every problem at once as one `UserError`, one
+line each, before anything is compiled. Nothing later raises for a config value.
+
+A run is a list of *members*. `scripts/run.py` makes one member; a sweep
+(`scripts/sweep.py`, `config.sweep`) makes one per combination of the listed
+values. Member i is the single run of `member.config` (the sweep's config with
+the sweep section cleared and member i's values filled in): the engine
+optimises every member the same way.
+"""
+
+import dataclasses
+import datetime
+import difflib
+import itertools
+import json
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+import ml_collections
+
+from nst_jax import image as image_lib
+from nst_jax import losses
+from nst_jax import memory
+from nst_jax import optimize
+from nst_jax import vgg
+from nst_jax import weights as weights_lib
+from nst_jax.errors import UserError
+
+
+def default_config() -> ml_collections.ConfigDict:
+  """Every field of a run, with its default (`configs/default.py` shows it)."""
+  c = ml_collections.ConfigDict()
+  # --- Images -----------------------------------------------------------
+  c.content = 'tubingen'        # path or asset name
+  c.style = 'starry_night'      # path or asset name; 'a,b' blends several
+  c.style_blend = ''            # weights of the styles, e.g. '0.7,0.3'; '' = equal
+  c.image_size = 512            # long side of the output (and content), px
+  c.style_scale = 1.0           # style image long side = style_scale * image_size
+  c.preserve_color = ''         # '', 'luminance' (keep the content's colours) or 'histogram'
+  c.scales = 1                  # coarse-to-fine: optimise at image_size / scale_ratio**k first
+  c.scale_ratio = 2.0           # size ratio between consecutive scales
+  # --- Network ----------------------------------------------------------
+  c.weights = ''                # ported VGG19 .npz; '' = weights/vgg19.npz (ported on first use)
+  c.pooling = 'max'             # 'max' (as trained) or 'avg'
+  # 'auto' keeps every activation when it fits, else recomputes them per
+  # VGG block ('remat') or per spatial tile ('tiles'); all give the same loss.
+  c.memory = 'auto'             # 'auto', 'plain', 'remat' or 'tiles'
+  c.tile = 0                    # tile side for memory='tiles', px; 0 = the largest that fits
+  # --- Loss -------------------------------------------------------------
+  c.content_layers = 'block5_conv2'   # comma-separated Keras layer names
+  c.style_layers = 'block1_conv1,block2_conv1,block3_conv1,block4_conv1,block5_conv1'
+  c.style_layer_weights = ''    # per style layer, comma-separated; '' = 1/len each
+  c.normalization = 'seed'      # 'seed' (sums, Gatys) or 'normalized' (size-independent means)
+  c.style_loss = 'gram'         # 'gram', 'mean_cov' or 'sliced_wasserstein'
+  # Chosen by eye at 256 px (0.3 / 1 / 0.1) and scaled to 512 px: in 'seed'
+  # normalisation the content and tv sums grow with the pixel count.
+  c.content_weight = 0.075
+  c.style_weight = 1.0
+  c.tv_weight = 0.05
+  # --- Initialisation ---------------------------------------------------
+  c.init = 'content'            # 'content', 'noise', 'style' or a path to an image file
+  c.seed = 0                    # PRNG seed: noise init and projections (split by purpose)
+  # --- Optimiser --------------------------------------------------------
+  c.optimizer = 'lbfgs'         # 'lbfgs' (jaxopt), 'optax_lbfgs', 'adam' or 'lbfgsb'
+  c.max_iterations = 300        # per scale
+  c.history_size = 10           # L-BFGS memory
+  c.linesearch = 'zoom'         # jaxopt line search: 'zoom', 'hager-zhang', 'backtracking'
+  c.max_linesearch_steps = 20
+  c.first_step_fraction = 0.1   # L-BFGS's first step aims to lower the loss by this fraction
+  c.learning_rate = 5.0         # Adam only, Caffe pixel units (0-255)
+  # --- Output and runtime -------------------------------------------------
+  c.snapshot_every = 50         # iterations per compiled chunk; a PNG after each
+  c.resume = ''                 # workdir of an interrupted run to continue
+  c.compilation_cache = ''      # '' = per-user cache folder, 'off', or a folder
+  c.deterministic = True        # the same bytes every run (GPU: pinned kernels)
+  # --- Sweep (scripts/sweep.py; all '' = one run, for scripts/run.py) ----
+  # Values to try, optimised together as one compiled program. Numbers are
+  # comma-separated: --config.sweep.style_weight=1e-2,1e-1,1,10. Each
+  # style_layer_weights value is itself a comma list; separate values with
+  # ';' (quote it in a shell): --config.sweep.style_layer_weights='1,1,1,1,1;1,0,0,0,0'.
+  c.sweep = ml_collections.ConfigDict()
+  c.sweep.content = ''          # photos: a comma list or a folder (one member each)
+  c.sweep.content_weight = ''   # e.g. '0.0025,0.025,0.25'
+  c.sweep.style_weight = ''     # e.g. '1e-2,1e-1,1,10'
+  c.sweep.tv_weight = ''        # e.g. '0,1,10'
+  c.sweep.style_layer_weights = ''  # ';'-separated lists, one number per style layer
+  c.sweep.seed = ''             # e.g. '0,1,2,3' (noise start, sliced-Wasserstein projections)
+  c.sweep.mode = 'grid'         # 'grid': every combination; 'zip': i-th values together
+  c.sweep.chunk = 0             # members per compiled call (rounded up to a multiple of the devices); 0 = all
+  c.sweep.tile_size = 128       # contact sheet: long side of each tile, px
+  return c
+
+
+# What ':quick' sets: a smoke run of any example in seconds on a CPU.
+QUICK = {'image_size': 64, 'max_iterations': 20, 'snapshot_every': 10}
+
+
+def apply_variant(config: ml_collections.ConfigDict, variant: str,
+                  quick: dict | None = None) -> ml_collections.ConfigDict:
+  """Applies a config file's ':variant' ('' or 'quick') to `config` in place.
+
+  'quick' sets QUICK, then `quick`'s own overrides for that config.
+  """
+  if variant == 'quick':
+    for key, value in {**QUICK, **(quick or {})}.items():
+      config[key] = value
+  elif variant:
+    raise ValueError(f"unknown config variant {variant!r}: use ':quick' or "
+                     'nothing')
+  return config
+
+
+INIT_MODES = ('content', 'noise', 'style')
+PRESERVE_COLOR = ('', 'luminance', 'histogram')
+# Fields of config.sweep that list values (the others are its settings).
+SWEEPABLE = ('content', 'content_weight', 'style_weight', 'tv_weight',
+             'style_layer_weights', 'seed')
+SWEEP_MODES = ('grid', 'zip')
+# Refuse sweeps that are surely typos rather than start thousands of runs.
+MAX_MEMBERS = 4096
+# Fields that may differ between an interrupted run and its resumption.
+RESUMABLE_CHANGES = ('resume', 'max_iterations')
+STATE_FILE = 'state.npz'
+# What a folder given as config.sweep.content contributes.
+PHOTO_SUFFIXES = ('.jpg', '.jpeg', '.png', '.tif', '.tiff', '.webp', '.bmp')
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Member:
+  """One image to make: the single run of `config`.
+
+  Attributes:
+    index: its place in the sweep (0 for a single run).
+    values: the swept values that make it ({} for a single run).
+    config: its single-run config (sweep section cleared).
+    file: its output file name in the workdir ('final.png' for a single run).
+    content_path: its content image.
+    scale_hws: its content's (H, W) at each scale, smallest first.
+  """
+  index: int
+  values: dict[str, Any]
+  config: ml_collections.ConfigDict
+  file: str
+  content_path: Path
+  scale_hws: tuple[tuple[int, int], ...]
+
+  @property
+  def loss_weights(self) -> dict[str, Any]:
+    """{'content', 'style', 'tv': float, 'style_layers': tuple of float}."""
+    c = self.config
+    count = len(split_list(c.style_layers))
+    return {'content': float(c.content_weight), 'style': float(c.style_weight),
+            'tv': float(c.tv_weight),
+            'style_layers': _floats('style_layer_weights', c.style_layer_weights,
+                                    count, [])}
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class RunSpec:
+  """A checked run or sweep (see `parse`); everything the engine needs.
+
+  Attributes:
+    config: the config as given (recorded in config.json).
+    sweep: whether this is a sweep (outputs per member and a contact sheet).
+    members: the images to make, in order.
+    fields, values, mode: the swept fields, their parsed values, 'grid'/'zip'.
+    chunk: members per compiled call as asked (0 = all).
+    tile_size: contact sheet tile, px.
+    style_paths, style_blend: the style images and their weights (sum 1).
+    style_scale: style long side / content long side.
+    init: 'content', 'noise', 'style' or a Path.
+    preserve_color: '', 'luminance' or 'histogram'.
+    loss_spec, optimizer_spec: static structure of the loss and optimiser.
+    max_iterations, snapshot_every: per scale; iterations per chunk.
+    weights_path: the VGG19 .npz (None: the default, ported on first use).
+    workdir: where outputs go (None: nothing is written, e.g. benchmarks).
+    resume: whether to continue the interrupted run in `workdir`.
+  """
+  config: ml_collections.ConfigDict
+  sweep: bool
+  members: tuple[Member, ...]
+  fields: tuple[str, ...]
+  values: dict[str, tuple]
+  mode: str
+  chunk: int
+  tile_size: int
+  style_paths: tuple[Path, ...]
+  style_blend: tuple[float, ...]
+  style_scale: float
+  init: str | Path
+  preserve_color: str
+  loss_spec: losses.LossSpec
+  optimizer_spec: optimize.OptimizerSpec
+  max_iterations: int
+  snapshot_every: int
+  weights_path: Path | None
+  workdir: Path | None
+  resume: bool
+
+  def style_long_side(self, hw: tuple[int, int]) -> int:
+    """The style images' long side at a scale whose content is (H, W)."""
+    return max(1, round(self.style_scale * max(hw)))
+
+
+# --- Small parsers ---------------------------------------------------------------
+
+def split_list(value: str) -> tuple[str, ...]:
+  """'a, b,c' -> ('a', 'b', 'c'); empty items dropped."""
+  return tuple(item.strip() for item in str(value).split(',') if item.strip())
+
+
+def scale_sizes(config: ml_collections.ConfigDict) -> list[int]:
+  """Long sides of the coarse-to-fine scales, smallest first (ends at image_size)."""
+  return [max(1, round(config.image_size / config.scale_ratio ** k))
+          for k in reversed(range(config.scales))]
+
+
+def swept_fields(config: ml_collections.ConfigDict) -> tuple[str, ...]:
+  """The fields config.sweep lists values for, in SWEEPABLE order; () = none."""
+  sweep = config.get('sweep') or {}
+  return tuple(f for f in SWEEPABLE if str(sweep.get(f, '') or '').strip())
+
+
+def _floats(field: str, value: str, count: int, problems: list[str]
+            ) -> tuple[float, ...] | None:
+  """Parses a comma-separated list of `count` numbers >= 0 ('' = equal)."""
+  items = split_list(value)
+  if not items:
+    return tuple([1.0 / count] * count) if count else ()
+  try:
+    numbers = tuple(float(item) for item in items)
+  except ValueError:
+    problems.append(f'config.{field}={value!r} is not a comma-separated list '
+                    f'of numbers: give {count} numbers such as '
+                    f"'{','.join(['1'] * count)}', or '' for equal weights")
+    return None
+  if len(numbers) != count:
+    problems.append(f'config.{field}={value!r} has {len(numbers)} numbers for '
+                    f'{count} entries: give exactly {count}, or \'\' for equal')
+    return None
+  if any(not math.isfinite(n) or n < 0 for n in numbers) or sum(numbers) <= 0:
+    problems.append(f'config.{field}={value!r}: the numbers must be finite, '
+                    '>= 0 and not all zero')
+    return None
+  return numbers
+
+
+def _layers(field: str, value: str, problems: list[str]) -> tuple[str, ...]:
+  layers = split_list(value)
+  if not layers:
+    problems.append(f"config.{field} is empty: name at least one layer, e.g. "
+                    "'block4_conv2'")
+  bad = vgg.unknown_layers(layers)
+  if bad:
+    problems.append(f'config.{field} has unknown layer(s) {", ".join(bad)}: '
+                    f'use Keras names block1_conv1 ... block5_conv4 '
+                    f'({", ".join(vgg.CONV_LAYERS)})')
+    return ()
+  if len(set(layers)) != len(layers):
+    problems.append(f'config.{field}={value!r} names a layer twice: list each '
+                    'once')
+  return layers
+
+
+def check_number(config, field: str, problems: list[str], *, integer=False,
+                 minimum=None, maximum=None, where: str = 'config.') -> bool:
+  """Appends a problem unless config[field] is a finite number in range."""
+  value = config.get(field)
+  ok_type = (isinstance(value, int) if integer else
+             isinstance(value, (int, float))) and not isinstance(value, bool)
+  if not ok_type or not math.isfinite(value):
+    kind = 'a whole number' if integer else 'a number'
+    problems.append(f'{where}{field}={value!r} must be {kind}')
+    return False
+  if minimum is not None and value < minimum:
+    problems.append(f'{where}{field}={value!r} must be >= {minimum}')
+    return False
+  if maximum is not None and value > maximum:
+    problems.append(f'{where}{field}={value!r} must be <= {maximum}')
+    return False
+  return True
+
+
+def _resolve(field: str, spec: str, problems: list[str]) -> Path | None:
+  try:
+    return image_lib.resolve_image(spec)
+  except UserError as e:
+    problems.append(f'config.{field}: {e}')
+    return None
+
+
+def _content_list(text: str, problems: list[str]) -> tuple[str, ...]:
+  """config.sweep.content: a folder (its images, sorted) or a comma list."""
+  folder = Path(text.strip()).expanduser()
+  if folder.is_dir():
+    photos = tuple(str(p) for p in sorted(folder.iterdir())
+                   if p.suffix.lower() in PHOTO_SUFFIXES)
+    if not photos:
+      problems.append(f'config.sweep.content={text!r} is a folder with no '
+                      f'images ({", ".join(PHOTO_SUFFIXES)}): '
+                      'add photos or list them with commas')
+    return photos
+  return split_list(text)
+
+
+def _sweep_values(field: str, text: str, num_style_layers: int,
+                  problems: list[str]) -> tuple:
+  """One sweep field's values, checked like the single-run field."""
+  where = f'config.sweep.{field}={text!r}'
+  if field == 'content':
+    return _content_list(text, problems)
+  if field == 'style_layer_weights':
+    out = []
+    for group in (g.strip() for g in text.split(';') if g.strip()):
+      found: list[str] = []
+      numbers = _floats('sweep.style_layer_weights', group, num_style_layers,
+                        found)
+      if found:
+        problems.append(f"{found[0]} (values are ';'-separated comma lists, "
+                        "one number per style layer, e.g. "
+                        "'1,1,1,1,1;1,0,0,0,0')")
+        return ()
+      out.append(','.join(f'{n:g}' for n in numbers))
+    return tuple(out)
+  items = split_list(text)
+  try:
+    values = tuple((int if field == 'seed' else float)(item) for item in items)
+  except ValueError:
+    kind = 'whole numbers' if field == 'seed' else 'numbers'
+    problems.append(f'{where} is not a comma-separated list of {kind}, e.g. '
+                    + ("'0,1,2'" if field == 'seed' else "'1e-2,1e-1,1,10'"))
+    return ()
+  if any(not math.isfinite(v) or v < 0 for v in values) or (
+      field == 'seed' and max(values, default=0) > 2**32 - 1):
+    problems.append(f'{where}: every value must be finite and >= 0'
+                    + (' (seeds <= 4294967295)' if field == 'seed' else ''))
+    return ()
+  return values
+
+
+def format_value(value: Any, field: str = '') -> str:
+  """A swept value as people write it: 10.0 -> '10', a photo -> its file stem."""
+  if isinstance(value, float):
+    return f'{value:g}'
+  return Path(value).stem if field == 'content' else str(value)
+
+
+def member_file(index: int, values: dict[str, Any], num_members: int) -> str:
+  """'member_03_style_weight=10_tv_weight=1.png': the index, then its values."""
+  import re  # pylint: disable=import-outside-toplevel
+  width = max(2, len(str(num_members - 1)))
+  parts = [f'member_{index:0{width}d}'] + [
+      f'{field}={format_value(value, field)}' for field, value in values.items()]
+  # Only characters every file system and shell take without quoting.
+  return re.sub(r'[^A-Za-z0-9._,=+-]', '_', '_'.join(parts)) + '.png'
+
+
+def single_run_config(config: ml_collections.ConfigDict
+                      ) -> ml_collections.ConfigDict:
+  """`config` with its sweep section back at the defaults ("no sweep")."""
+  out = config.copy_and_resolve_references()
+  if 'sweep' in out:
+    with out.unlocked():
+      out.sweep = default_config().sweep
+  return out
+
+
+def member_config(base: ml_collections.ConfigDict, values: dict[str, Any]
+                  ) -> ml_collections.ConfigDict:
+  """The single-run config of one member: `base` with `values` filled in."""
+  out = single_run_config(base)
+  for field, value in values.items():
+    out[field] = value
+  return out
+
+
+def default_workdir(config: ml_collections.ConfigDict, sweep: bool = False
+                    ) -> Path:
+  """outputs/[sweep-]<content>-<style>-<YYYYmmdd-HHMMSS>: never an earlier run's."""
+  stem = lambda s: Path(split_list(s)[0] if split_list(s) else 'image').stem
+  stamp = datetime.datetime.now().strftime('%Y%m%d-%H%M%S')
+  name = f'{stem(config.content)}-{stem(config.style)}-{stamp}'
+  return Path('outputs') / (f'sweep-{name}' if sweep else name)
+
+
+def _check_folder(where: str, folder: Path, problems: list[str]) -> None:
+  """A problem unless `folder` is, or can be made, a writable directory."""
+  probe = folder
+  while not probe.exists() and probe != probe.parent:
+    probe = probe.parent
+  if not probe.is_dir():
+    problems.append(f'{where}={folder} is not a directory ({probe} is a file): '
+                    'choose a directory path')
+  elif not os.access(probe, os.W_OK | os.X_OK):
+    problems.append(f'{where}={folder} is not writable ({probe} does not '
+                    'allow writing): choose a directory you can write to')
+
+
+def _check_workdir(workdir: Path, problems: list[str]) -> None:
+  if workdir.is_dir() and (workdir / 'config.json').exists():
+    problems.append(f'--workdir={workdir} already holds a run: choose a new '
+                    '--workdir (or delete that one) so it is not overwritten')
+    return
+  _check_folder('--workdir', workdir, problems)
+
+
+def check_resume(config: ml_collections.ConfigDict) -> Path:
+  """The workdir to resume, checked against the config; raises UserError."""
+  workdir = Path(config.resume)
+  saved_path = workdir / 'config.json'
+  if not (workdir / STATE_FILE).is_file() or not saved_path.is_file():
+    raise UserError(
+        f'config.resume={config.resume!r} holds no interrupted run (no '
+        f'{STATE_FILE} and config.json there): give the workdir of a run that '
+        'was stopped before it finished')
+  saved = json.loads(saved_path.read_text())['config']
+  current = json.loads(config.to_json())
+  # Fields added to nst_jax after the run was saved: at their defaults, they
+  # change nothing.
+  defaults = json.loads(default_config().to_json())
+  saved.update({k: defaults[k] for k in set(defaults) - set(saved)})
+  changed = sorted(k for k in set(saved) | set(current)
+                   if k not in RESUMABLE_CHANGES and saved.get(k) != current.get(k))
+  if changed:
+    raise UserError(
+        'config.resume: the interrupted run used ' + ', '.join(
+            f'{k}={saved.get(k)!r}' for k in changed) +
+        ' but this config has ' + ', '.join(
+            f'{k}={current.get(k)!r}' for k in changed) +
+        ': resume with the same config (only max_iterations may change)')
+  return workdir
+
+
+# --- The checks ---------------------------------------------------------------------
+
+def _check_fields(config, problems: list[str]) -> None:
+  """Unknown fields (with the nearest known name), numbers and choices."""
+  defaults = default_config()
+  for section, known, have in (('config.', defaults, config),
+                               ('config.sweep.', defaults.sweep,
+                                config.get('sweep') or {})):
+    for key in sorted(set(have.keys()) - set(known.keys())):
+      near = difflib.get_close_matches(key, list(known.keys()), n=1)
+      hint = f'did you mean {near[0]}?' if near else \
+          'see configs/default.py for the fields'
+      problems.append(f'{section}{key} is not a field: {hint}')
+  for field, kwargs in (
+      ('image_size', dict(integer=True, minimum=1, maximum=16384)),
+      ('style_scale', dict(minimum=1e-3, maximum=16)),
+      ('scales', dict(integer=True, minimum=1, maximum=8)),
+      ('scale_ratio', dict(minimum=1.01, maximum=8)),
+      ('content_weight', dict(minimum=0)), ('style_weight', dict(minimum=0)),
+      ('tv_weight', dict(minimum=0)),
+      ('seed', dict(integer=True, minimum=0, maximum=2**32 - 1)),
+      ('max_iterations', dict(integer=True, minimum=0)),
+      ('snapshot_every', dict(integer=True, minimum=1)),
+      ('history_size', dict(integer=True, minimum=1, maximum=1000)),
+      ('max_linesearch_steps', dict(integer=True, minimum=1, maximum=1000)),
+      ('first_step_fraction', dict(minimum=1e-9, maximum=1.0)),
+      ('learning_rate', dict(minimum=1e-12)),
+      ('tile', dict(integer=True, minimum=0, maximum=16384))):
+    check_number(config, field, problems, **kwargs)
+  for field, choices in (('pooling', vgg.POOLINGS),
+                         ('normalization', losses.NORMALIZATIONS),
+                         ('style_loss', losses.STYLE_LOSSES),
+                         ('preserve_color', PRESERVE_COLOR),
+                         ('optimizer', tuple(optimize.OPTIMIZERS)),
+                         ('linesearch', optimize.JAXOPT_LINESEARCHES),
+                         ('memory', memory.MEMORY_MODES)):
+    if config.get(field) not in choices:
+      problems.append(f'config.{field}={config.get(field)!r}: choose one of '
+                      f'{", ".join(map(repr, choices))}')
+  if not isinstance(config.get('deterministic'), bool):
+    problems.append(f'config.deterministic={config.get("deterministic")!r}: '
+                    'choose True or False')
+  if config.get('optimizer') == 'lbfgsb' and config.get('linesearch') == 'hager-zhang':
+    problems.append("config.linesearch='hager-zhang' does not work with "
+                    "config.optimizer='lbfgsb' (its steps leave the pixel "
+                    "bounds): use linesearch='zoom' or 'backtracking'")
+  for field in ('content', 'style', 'style_blend', 'content_layers',
+                'style_layers', 'style_layer_weights', 'init', 'weights',
+                'resume', 'compilation_cache'):
+    if not isinstance(config.get(field), str):
+      problems.append(f'config.{field}={config.get(field)!r} must be a string')
+  cache = config.get('compilation_cache')
+  if isinstance(cache, str) and cache not in ('', 'off'):
+    _check_folder('config.compilation_cache', Path(cache).expanduser(), problems)
+
+
+def _check_sweep(config, num_style_layers: int, problems: list[str]):
+  """(fields, values, member value dicts) of config.sweep, checked."""
+  sweep = config.sweep
+  fields = swept_fields(config)
+  if not fields:
+    problems.append('config.sweep lists no values: set one or more of '
+                    + ', '.join(f'config.sweep.{f}' for f in SWEEPABLE)
+                    + ", e.g. --config.sweep.style_weight=1e-2,1e-1,1,10")
+  if sweep.get('mode') not in SWEEP_MODES:
+    problems.append(f'config.sweep.mode={sweep.get("mode")!r}: choose one of '
+                    f'{", ".join(map(repr, SWEEP_MODES))}')
+  check_number(sweep, 'chunk', problems, integer=True, minimum=0,
+               where='config.sweep.')
+  check_number(sweep, 'tile_size', problems, integer=True, minimum=16,
+               maximum=2048, where='config.sweep.')
+  values = {f: _sweep_values(f, str(sweep[f]), num_style_layers, problems)
+            for f in fields}
+  if 'seed' in fields and config.get('init') != 'noise' and \
+      config.get('style_loss') != 'sliced_wasserstein':
+    problems.append(f'config.sweep.seed is set but config.init='
+                    f'{config.get("init")!r}: the seed only picks the noise '
+                    "start image (and sliced-Wasserstein projections), so set "
+                    "config.init='noise' (or clear config.sweep.seed)")
+  members: list[dict[str, Any]] = []
+  if fields and sweep.get('mode') in SWEEP_MODES and all(values.values()):
+    lengths = {f: len(v) for f, v in values.items()}
+    if sweep.mode == 'zip' and len(set(lengths.values())) > 1:
+      problems.append("config.sweep.mode='zip' needs lists of one length, got "
+                      + ', '.join(f'{f}: {n}' for f, n in lengths.items())
+                      + " (or use mode='grid' for every combination)")
+    elif sweep.mode == 'grid' and math.prod(lengths.values()) > MAX_MEMBERS:
+      problems.append(f'config.sweep makes {math.prod(lengths.values())} '
+                      f'members, more than {MAX_MEMBERS}: sweep fewer values')
+    else:
+      lists = [values[f] for f in fields]
+      combos = itertools.product(*lists) if sweep.mode == 'grid' else zip(*lists)
+      members = [dict(zip(fields, combo)) for combo in combos]
+  return fields, values, members
+
+
+def _scale_hws(config, path: Path, min_side: int, problems: list[str],
+               what: str) -> tuple[tuple[int, int], ...] | None:
+  """(H, W) of a content image at each scale, or None with a problem."""
+  try:
+    h, w = image_lib.read_image_size(path)
+  except UserError as e:
+    problems.append(f'config.{what}: {e}')
+    return None
+  sizes = scale_sizes(config)
+  hws = tuple(image_lib.resized_hw((h, w), size) for size in sizes)
+  if min(hws[0]) < min_side:
+    where = (f'config.image_size={config.image_size}' if len(sizes) == 1
+             else f'the smallest of config.scales={config.scales} '
+             f'(image_size {config.image_size} / {config.scale_ratio}^'
+             f'{config.scales - 1})')
+    problems.append(
+        f'{where} makes the content image {path.name} {hws[0][1]}x{hws[0][0]} '
+        f'px, too small for the deepest layer (needs >= {min_side} px on each '
+        'side after resizing): raise image_size, use fewer scales or '
+        'shallower layers')
+  return hws
+
+
+def parse(config: ml_collections.ConfigDict, workdir: str | os.PathLike | None,
+          *, sweep: bool = False) -> RunSpec:
+  """Checks the whole config and its files; returns the spec of the run.
+
+  Cheap: reads image headers and checks the weights file, decodes nothing
+  large and compiles nothing.
+
+  Args:
+    config: a config with the fields of `default_config()`.
+    workdir: the output folder; None uses `default_workdir` (or, with
+      config.resume, the resumed run's), and `False` writes nothing (the
+      benchmark).
+    sweep: parse config.sweep into members (scripts/sweep.py); otherwise a
+      set sweep section is a mistake.
+
+  Raises:
+    UserError: every problem found, one line each.
+  """
+  problems: list[str] = []
+  _check_fields(config, problems)
+  # Sizes and memory need well-formed numbers; images and layers do not.
+  sizes_ok = not problems
+  resume = bool(config.get('resume')) and isinstance(config.get('resume'), str)
+  if resume:
+    try:
+      workdir = check_resume(config)
+    except UserError as e:
+      problems.append(str(e))
+  member_values: list[dict[str, Any]] = [{}]
+  fields, values = (), {}
+  text = lambda field: config.get(field) if isinstance(config.get(field), str) else ''
+  style_layers = _layers('style_layers', text('style_layers'), problems)
+  content_layers = _layers('content_layers', text('content_layers'), problems)
+  if sweep:
+    sizes_ok = sizes_ok and isinstance(config.get('sweep'), ml_collections.ConfigDict)
+    fields, values, member_values = _check_sweep(config, len(style_layers),
+                                                 problems)
+  elif swept_fields(config):
+    swept = swept_fields(config)
+    problems.append(f'config.sweep.{swept[0]} is set: scripts/run.py makes one '
+                    'image; run sweeps with scripts/sweep.py (or clear '
+                    + ', '.join(f'config.sweep.{f}' for f in swept) + ')')
+  _floats('style_layer_weights', text('style_layer_weights'), len(style_layers),
+          problems)
+  style_specs = split_list(text('style'))
+  if not style_specs:
+    problems.append("config.style is empty: name a style image, e.g. "
+                    "'starry_night' or a path")
+  style_paths = [_resolve('style', s, problems) for s in style_specs]
+  style_blend = _floats('style_blend', text('style_blend'), len(style_specs),
+                        problems)
+  init: str | Path | None = config.init
+  if config.init not in INIT_MODES:
+    init = _resolve('init', text('init'), problems)
+  min_side = vgg.min_image_side(content_layers + style_layers or ('block1_conv1',))
+  # --- Members: each one's content image and sizes.
+  base = single_run_config(config)
+  members, contents = [], {}
+  for index, member in enumerate(member_values):
+    member_cfg = member_config(base, member)
+    field = 'sweep.content' if 'content' in member else 'content'
+    if member_cfg.content not in contents:
+      path = _resolve(field, str(member_cfg.content), problems)
+      contents[member_cfg.content] = path and sizes_ok and (path, _scale_hws(
+          config, path, min_side, problems, field))
+    found = contents[member_cfg.content]
+    if found and found[1]:
+      file = (member_file(index, member, len(member_values)) if sweep
+              else 'final.png')
+      members.append(Member(index, member, member_cfg, file, *found))
+  # --- Style sizes: every style image must survive the pools too.
+  style_sizes = {}
+  for text, path in zip(style_specs, style_paths):
+    try:
+      style_sizes[text] = path and image_lib.read_image_size(path)
+    except UserError as e:
+      problems.append(f'config.style: {e}')
+  for hws in {m.scale_hws[0] for m in members}:
+    long_side = max(1, round(config.style_scale * max(hws)))
+    for text, size in style_sizes.items():
+      hw = size and image_lib.resized_hw(size, long_side)
+      if hw and min(hw) < min_side:
+        problems.append(
+            f'config.style_scale={config.style_scale} makes style image '
+            f'{text} {hw[1]}x{hw[0]} px, too small for the deepest layer '
+            f'(needs >= {min_side} px a side): raise style_scale or image_size')
+  # --- Memory: pick the path, or refuse a size that cannot fit.
+  loss_memory, tile = 'plain', 0
+  if members and sizes_ok:
+    largest = max((m.scale_hws[-1] for m in members), key=lambda hw: hw[0] * hw[1])
+    slots = len(members) if sweep and config.sweep.chunk == 0 else (
+        min(config.sweep.chunk, len(members)) if sweep else 1)
+    try:
+      loss_memory, tile = memory.choose_memory_path(
+          largest, content_layers + style_layers, config.history_size,
+          len(style_specs), slots, config.memory, config.tile,
+          field='config.image_size', value=config.image_size)
+    except UserError as e:
+      problems.append(str(e))
+  # --- Weights file (checked now so a tampered file fails before compiling).
+  weights_path = Path(config.weights) if config.weights else None
+  if weights_path is not None:
+    try:
+      weights_lib.check_weights_file(weights_path)
+    except UserError as e:
+      problems.append(f'config.weights: {e}')
+  # --- Workdir.
+  if workdir is None:
+    workdir = default_workdir(config, sweep)
+  workdir = Path(workdir) if workdir is not False else None
+  if workdir is not None and not resume:
+    _check_workdir(workdir, problems)
+  if problems:
+    raise UserError('\n'.join(problems))
+
+  return RunSpec(
+      config=config, sweep=sweep, members=tuple(members), fields=fields,
+      values=values, mode=config.sweep.mode if sweep else 'grid',
+      chunk=int(config.sweep.chunk) if sweep else 0,
+      tile_size=int(config.sweep.tile_size),
+      style_paths=tuple(style_paths),
+      style_blend=tuple(b / sum(style_blend) for b in style_blend),
+      style_scale=float(config.style_scale), init=init,
+      preserve_color=config.preserve_color,
+      loss_spec=losses.LossSpec(content_layers, style_layers, config.pooling,
+                                config.normalization, config.style_loss,
+                                memory=loss_memory, tile=tile),
+      optimizer_spec=optimize.OptimizerSpec(
+          name=config.optimizer, history_size=config.history_size,
+          linesearch=config.linesearch,
+          max_linesearch_steps=config.max_linesearch_steps,
+          first_step_fraction=float(config.first_step_fraction),
+          learning_rate=float(config.learning_rate)),
+      max_iterations=config.max_iterations,
+      snapshot_every=config.snapshot_every, weights_path=weights_path,
+      workdir=workdir, resume=resume)
