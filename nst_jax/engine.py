@@ -492,7 +492,10 @@ def _chunks(r: _Run, members, problem, state, chunk_fn, terms_fn, args,
   t_start = time.perf_counter()
   it_start = int(_host(state.iteration).max())
   evals_start = _host(state.evaluations).sum()
-  unique = {m.index: slot for slot, m in reversed(list(enumerate(members)))}
+  # Padding copies repeat a member: each member is reported from its first slot.
+  first_slots: dict[int, tuple[int, spec_lib.Member]] = {}
+  for slot, m in enumerate(members):
+    first_slots.setdefault(m.index, (slot, m))
   while True:
     iteration, status = _host(state.iteration), _host(state.status)
     running = (status == optimize.RUNNING) & (iteration < total)
@@ -505,10 +508,7 @@ def _chunks(r: _Run, members, problem, state, chunk_fn, terms_fn, args,
     elapsed = time.perf_counter() - t_start
     it, evals = _host(state.iteration), _host(state.evaluations)
     pictures = problem.output_rgb(jnp.asarray(_host(state.x)))
-    for m in members:
-      slot = unique[m.index]
-      if slot != members.index(m):
-        continue
+    for slot, m in first_slots.values():
       row = {'scale': scale + 1, 'iteration': int(it[slot]),
              'evaluations': int(evals[slot]),
              **{k: float(v[slot]) for k, v in terms.items()},
