@@ -308,15 +308,16 @@ class _Run:
     self.done: dict[int, dict] = {}
     self.traces: collections.Counter = collections.Counter()
     self.last_save = (time.perf_counter(), 0.0)  # (when, seconds it took)
-    self.programs: dict[int, tuple] = {}  # by number of members per call
+    # By (members per call, loss spec): scales of one path share programs.
+    self.programs: dict[tuple[int, losses.LossSpec], tuple] = {}
     self.metadata: dict[int, dict[str, str]] = {}  # PNG text chunks by member
 
-  def compiled(self, mesh: Mesh, num_members: int) -> tuple:
-    if num_members not in self.programs:
-      self.programs[num_members] = compiled_programs(
-          self.spec.loss_spec, self.spec.optimizer_spec, mesh, num_members,
-          self.traces)
-    return self.programs[num_members]
+  def compiled(self, mesh: Mesh, num_members: int, scale: int) -> tuple:
+    key = (num_members, self.spec.scale_loss_specs[scale])
+    if key not in self.programs:
+      self.programs[key] = compiled_programs(
+          key[1], self.spec.optimizer_spec, mesh, num_members, self.traces)
+    return self.programs[key]
 
   def write_text(self, name: str, text: str) -> None:
     if self.writer:
@@ -453,7 +454,7 @@ def _optimise_call(r: _Run, members: Sequence[spec_lib.Member], call_index: int,
       r.log(f'scale {scale + 1}/{num_scales}: {w}x{h} px')
     problem = problem_lib.build_problem(spec, members, scale, params, r.log,
                                         start_rgb=previous)
-    init_fn, chunk_fn, terms_fn = r.compiled(mesh, len(members))
+    init_fn, chunk_fn, terms_fn = r.compiled(mesh, len(members), scale)
     batched = NamedSharding(mesh, P('members'))
     replicated = NamedSharding(mesh, P())
     args = (jax.tree.map(lambda v: _put(v, replicated), problem.params),
@@ -487,7 +488,7 @@ def _chunks(r: _Run, members, problem, state, chunk_fn, terms_fn, args,
             replicated: NamedSharding, call_index: int, scale: int,
             stop: _StopRequests):
   """The chunks of one scale: optimise, log, snapshot, save; returns the state."""
-  spec, total = r.spec, r.spec.max_iterations
+  spec, total = r.spec, r.spec.scale_iterations[scale]
   num_scales = len(members[0].scale_hws)
   t_start = time.perf_counter()
   it_start = int(_host(state.iteration).max())
@@ -520,17 +521,27 @@ def _chunks(r: _Run, members, problem, state, chunk_fn, terms_fn, args,
     r.write_text('losses.jsonl', ''.join(json.dumps(x) + '\n' for x in r.rows))
     rate = (evals.sum() - evals_start) / elapsed if elapsed > 0 else float('nan')
     done = int(it.max())
-    eta = elapsed / max(done - it_start, 1) * (total - done)
+    per_iteration = elapsed / max(done - it_start, 1)
+    eta = per_iteration * (total - done)
     where = f'scale {scale + 1}/{num_scales} ' if num_scales > 1 else ''
+    if scale + 1 < num_scales:
+      # Later scales, guessed from this one: time grows with the pixel count.
+      pixels = lambda k: float(np.prod(members[0].scale_hws[k]))
+      later = sum(spec.scale_iterations[k] * pixels(k) / pixels(scale)
+                  for k in range(scale + 1, num_scales))
+      eta_text = (f'ETA {format_seconds(eta)} (all scales ~'
+                  f'{format_seconds(eta + per_iteration * later)})')
+    else:
+      eta_text = f'ETA {format_seconds(eta)}'
     if spec.sweep:
       r.log(f'{where}members {members[0].index}-{members[-1].index}  iter '
             f'{done:>5}/{total}  evals {int(evals.min())}-{int(evals.max())}  '
-            f'{rate:.2f} evals/s  ETA {format_seconds(eta)}')
+            f'{rate:.2f} evals/s  {eta_text}')
     else:
       r.log(f'{where}iter {done:>5}/{total}  evals {int(evals[0]):>5}  total '
             f'{terms["total"][0]:.4g}  content {terms["content"][0]:.4g}  style '
             f'{terms["style"][0]:.4g}  tv {terms["tv"][0]:.4g}  {rate:.2f} '
-            f'evals/s  ETA {format_seconds(eta)}')
+            f'evals/s  {eta_text}')
     more_to_do = done < total or scale + 1 < num_scales
     r.save(state, call_index, scale, force=bool(stop.signal_name))
     if stop.signal_name and more_to_do:

@@ -70,6 +70,9 @@ def default_config() -> ml_collections.ConfigDict:
   # --- Optimiser --------------------------------------------------------
   c.optimizer = 'lbfgs'         # 'lbfgs' (jaxopt), 'optax_lbfgs', 'adam' or 'lbfgsb'
   c.max_iterations = 300        # per scale
+  # Per scale, smallest first, e.g. '400,200,50,10' for scales=4: most of the
+  # work where it is cheap. '' = max_iterations at every scale.
+  c.scale_iterations = ''
   c.history_size = 10           # L-BFGS memory
   c.linesearch = 'zoom'         # jaxopt line search: 'zoom', 'hager-zhang', 'backtracking'
   c.max_linesearch_steps = 20
@@ -126,7 +129,7 @@ SWEEP_MODES = ('grid', 'zip')
 # Refuse sweeps that are surely typos rather than start thousands of runs.
 MAX_MEMBERS = 4096
 # Fields that may differ between an interrupted run and its resumption.
-RESUMABLE_CHANGES = ('resume', 'max_iterations')
+RESUMABLE_CHANGES = ('resume', 'max_iterations', 'scale_iterations')
 STATE_FILE = 'state.npz'
 # What a folder given as config.sweep.content contributes.
 PHOTO_SUFFIXES = ('.jpg', '.jpeg', '.png', '.tif', '.tiff', '.webp', '.bmp')
@@ -177,8 +180,13 @@ class RunSpec:
     style_scale: style long side / content long side.
     init: 'content', 'noise', 'style' or a Path.
     preserve_color: '', 'luminance' or 'histogram'.
-    loss_spec, optimizer_spec: static structure of the loss and optimiser.
-    max_iterations, snapshot_every: per scale; iterations per chunk.
+    loss_spec, optimizer_spec: static structure of the loss and optimiser
+      (loss_spec at the last, largest scale).
+    scale_loss_specs: loss_spec at each scale, smallest first: the memory
+      path is chosen per scale, so small scales keep the fast plain path.
+    max_iterations: config.max_iterations.
+    scale_iterations: iterations at each scale, smallest first.
+    snapshot_every: iterations per chunk.
     weights_path: the VGG19 .npz (None: the default, ported on first use).
     workdir: where outputs go (None: nothing is written, e.g. benchmarks).
     resume: whether to continue the interrupted run in `workdir`.
@@ -199,6 +207,8 @@ class RunSpec:
   loss_spec: losses.LossSpec
   optimizer_spec: optimize.OptimizerSpec
   max_iterations: int
+  scale_iterations: tuple[int, ...]
+  scale_loss_specs: tuple[losses.LossSpec, ...]
   snapshot_every: int
   weights_path: Path | None
   workdir: Path | None
@@ -467,6 +477,18 @@ def _check_fields(config, problems: list[str]) -> None:
       ('learning_rate', dict(minimum=1e-12)),
       ('tile', dict(integer=True, minimum=0, maximum=16384))):
     check_number(config, field, problems, **kwargs)
+  scale_iterations = config.get('scale_iterations')
+  if not isinstance(scale_iterations, str):
+    problems.append(f'config.scale_iterations={scale_iterations!r} must be a '
+                    "string such as '400,100' (one count per scale)")
+  elif scale_iterations.strip() and not problems:
+    counts = split_list(scale_iterations)
+    if len(counts) != config.scales or not all(c.isdigit() for c in counts):
+      problems.append(
+          f'config.scale_iterations={scale_iterations!r}: give '
+          f'{config.scales} whole numbers >= 0, one per scale (config.scales='
+          f"{config.scales}), smallest scale first, e.g. "
+          f"'{','.join(str(100 * 2 ** k) for k in reversed(range(config.scales)))}'")
   for field, choices in (('pooling', vgg.POOLINGS),
                          ('normalization', losses.NORMALIZATIONS),
                          ('style_loss', losses.STYLE_LOSSES),
@@ -643,19 +665,22 @@ def parse(config: ml_collections.ConfigDict, workdir: str | os.PathLike | None,
             f'config.style_scale={config.style_scale} makes style image '
             f'{text} {hw[1]}x{hw[0]} px, too small for the deepest layer '
             f'(needs >= {min_side} px a side): raise style_scale or image_size')
-  # --- Memory: pick the path, or refuse a size that cannot fit.
-  loss_memory, tile = 'plain', 0
+  # --- Memory: pick the path per scale, or refuse a size that cannot fit.
+  scale_paths = [('plain', 0)] * (config.scales if sizes_ok else 1)
   if members and sizes_ok:
-    largest = max((m.scale_hws[-1] for m in members), key=lambda hw: hw[0] * hw[1])
     slots = len(members) if sweep and config.sweep.chunk == 0 else (
         min(config.sweep.chunk, len(members)) if sweep else 1)
-    try:
-      loss_memory, tile = memory.choose_memory_path(
-          largest, content_layers + style_layers, config.history_size,
-          len(style_specs), slots, config.memory, config.tile,
-          field='config.image_size', value=config.image_size)
-    except UserError as e:
-      problems.append(str(e))
+    for scale in range(config.scales):
+      largest = max((m.scale_hws[scale] for m in members),
+                    key=lambda hw: hw[0] * hw[1])
+      try:
+        scale_paths[scale] = memory.choose_memory_path(
+            largest, content_layers + style_layers, config.history_size,
+            len(style_specs), slots, config.memory, config.tile,
+            field='config.image_size', value=config.image_size)
+      except UserError as e:
+        if scale == config.scales - 1:  # smaller scales need less
+          problems.append(str(e))
   # --- Weights file (checked now so a tampered file fails before compiling).
   weights_path = Path(config.weights) if config.weights else None
   if weights_path is not None:
@@ -672,6 +697,13 @@ def parse(config: ml_collections.ConfigDict, workdir: str | os.PathLike | None,
   if problems:
     raise UserError('\n'.join(problems))
 
+  loss_specs = tuple(
+      losses.LossSpec(content_layers, style_layers, config.pooling,
+                      config.normalization, config.style_loss,
+                      memory=loss_memory, tile=tile)
+      for loss_memory, tile in scale_paths)
+  iterations = split_list(config.scale_iterations) or \
+      [config.max_iterations] * len(loss_specs)
   return RunSpec(
       config=config, sweep=sweep, members=tuple(members), fields=fields,
       values=values, mode=config.sweep.mode if sweep else 'grid',
@@ -681,9 +713,7 @@ def parse(config: ml_collections.ConfigDict, workdir: str | os.PathLike | None,
       style_blend=tuple(b / sum(style_blend) for b in style_blend),
       style_scale=float(config.style_scale), init=init,
       preserve_color=config.preserve_color,
-      loss_spec=losses.LossSpec(content_layers, style_layers, config.pooling,
-                                config.normalization, config.style_loss,
-                                memory=loss_memory, tile=tile),
+      loss_spec=loss_specs[-1], scale_loss_specs=loss_specs,
       optimizer_spec=optimize.OptimizerSpec(
           name=config.optimizer, history_size=config.history_size,
           linesearch=config.linesearch,
@@ -691,5 +721,6 @@ def parse(config: ml_collections.ConfigDict, workdir: str | os.PathLike | None,
           first_step_fraction=float(config.first_step_fraction),
           learning_rate=float(config.learning_rate)),
       max_iterations=config.max_iterations,
+      scale_iterations=tuple(int(n) for n in iterations),
       snapshot_every=config.snapshot_every, weights_path=weights_path,
       workdir=workdir, resume=resume)

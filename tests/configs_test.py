@@ -22,6 +22,7 @@ EXAMPLES = [
     ('style_losses', 'quick'),
     ('bounded', 'quick'),
     ('normalized', 'quick'),
+    ('highres', 'quick'),
 ]
 
 
@@ -37,6 +38,9 @@ def test_every_example_config_is_listed():
 def test_example_runs_at_quick_size(name, variant, tmp_path):
   config = importlib.import_module(f'configs.{name}').get_config(variant)
   config.max_iterations = min(config.max_iterations, 6)
+  if config.scale_iterations:
+    config.scale_iterations = ','.join(
+        str(min(int(n), 6)) for n in config.scale_iterations.split(','))
   result = transfer.run(config, tmp_path / 'run', log=lambda _: None)
   assert result['status'] in ('finished', 'converged')
   pixels = np.asarray(Image.open(result['final']))

@@ -297,3 +297,44 @@ def test_too_large_for_memory_is_refused_with_a_size_that_fits(tmp_path,
   # 'auto' (the default) picks a memory-saving path instead of refusing.
   plan = spec.parse(_config(image_size=2048), tmp_path / 'run')
   assert plan.loss_spec.memory in ('remat', 'tiles')
+
+
+def test_scale_iterations_give_each_scale_its_count(tmp_path):
+  config = _config(image_size=96, scales=2, scale_iterations='5,2',
+                   snapshot_every=5)
+  lines = []
+  result = transfer.run(config, tmp_path / 'run', log=lines.append)
+  rows = [json.loads(l) for l in
+          (tmp_path / 'run' / 'losses.jsonl').read_text().splitlines()]
+  assert [(r['scale'], r['iteration']) for r in rows] == [(1, 5), (2, 2)]
+  assert result['iterations'] == 7
+  # Progress per scale, and before the last scale a guess for the whole run.
+  progress = [l for l in lines if ' iter ' in l]
+  assert progress[0].startswith('scale 1/2 iter     5/5')
+  assert '(all scales ~' in progress[0]
+  assert progress[1].startswith('scale 2/2 iter     2/2')
+  assert 'all scales' not in progress[1]
+
+
+@pytest.mark.parametrize('value', ['5', '5,2,1', '5,x', 'a'])
+def test_scale_iterations_need_one_count_per_scale(tmp_path, value):
+  problems = _problems(_config(image_size=96, scales=2, scale_iterations=value),
+                       tmp_path / 'run')
+  assert any(p.startswith(f'config.scale_iterations={value!r}: give 2 whole')
+             for p in problems), problems
+
+
+def test_memory_path_is_chosen_per_scale(tmp_path, monkeypatch):
+  # With room for the plain path at 256 px but not at 1024 px, the small
+  # scales keep the fast plain path and only the last one saves memory.
+  layers = tuple(default_config.get_config().style_layers.split(',')) + (
+      'block5_conv2',)
+  need = lambda hw, memory_path: memory.estimate_memory_bytes(
+      hw, layers, 10, 1, memory_path)
+  available = int(need((768, 1024), 'plain') * 0.7)
+  assert need((192, 256), 'plain') < 0.5 * available
+  monkeypatch.setattr(memory, 'available_memory_bytes', lambda: available)
+  run_spec = spec.parse(_config(image_size=1024, scales=3), tmp_path / 'run')
+  paths = [s.memory for s in run_spec.scale_loss_specs]
+  assert paths[0] == 'plain' and paths[-1] != 'plain', paths
+  assert run_spec.loss_spec == run_spec.scale_loss_specs[-1]
