@@ -12,6 +12,9 @@ import importlib.util
 import os
 import time
 
+import numpy as np
+
+from nst_jax import vgg
 from nst_jax.errors import UserError
 
 PASTICHE_VERSION = '1.6.0'
@@ -21,6 +24,12 @@ def pastiche_available() -> bool:
   """Whether `time_pastiche` can run: pastiche and torch are importable."""
   return all(importlib.util.find_spec(name) is not None
              for name in ('pastiche', 'torch'))
+
+
+def _pastiche_rgb(caffe_bgr: 'np.ndarray') -> 'np.ndarray':
+  """float32[1, 3, h, w] Caffe BGR (0-255 minus the mean pixel) -> uint8[h, w, 3] RGB."""
+  bgr = caffe_bgr[0].transpose(1, 2, 0) + np.asarray(vgg.VGG_MEAN_BGR, np.float32)
+  return np.clip(np.round(bgr[..., ::-1]), 0, 255).astype(np.uint8)
 
 
 def _synchronize(torch, device: str) -> None:
@@ -47,7 +56,9 @@ def time_pastiche(content_path: str | os.PathLike, style_path: str | os.PathLike
      'steps': int, 'setup_s': float (weights, images and targets),
      'first_step_s': float (includes cuDNN/kernel warm-up), 'wall_s': float
      (the `steps` steps after the first), 's_per_step': float,
-     'final_loss': float (pastiche's own loss, not comparable to ours)}.
+     'final_loss': float (pastiche's own loss, not comparable to ours),
+     'image': uint8[h, w, 3] RGB, its picture after the last step, rounded
+     and clipped to 0-255 as pastiche saves it}.
 
   Raises:
     UserError: pastiche or torch is not installed, or size/steps are not > 0.
@@ -81,6 +92,7 @@ def time_pastiche(content_path: str | os.PathLike, style_path: str | os.PathLike
   _synchronize(torch, device)
   wall_s = time.perf_counter() - start
   return {
+      'image': _pastiche_rgb(artist.pastiche.detach().cpu().numpy()),
       'implementation': f'pastiche {PASTICHE_VERSION} (torch {torch.__version__})',
       'device': device,
       'size': list(artist.content_size),

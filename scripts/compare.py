@@ -1,0 +1,56 @@
+r"""Measure pictures for structure, style and colour; optionally against pastiche.
+
+  python scripts/compare.py --config=configs/starry.py --pastiche
+  python scripts/compare.py --config=configs/starry.py --sizes=256,512,1024
+  python scripts/compare.py --config=configs/starry.py \
+      --config.sweep.style_weight=0.3,1,3 --workdir=outputs/front
+  python scripts/compare.py --config=configs/starry.py --pictures=a.png,b.png
+
+Runs the config (every member when config.sweep lists values) at each size,
+and pastiche with --pastiche (`pip install -e '.[compare]'`), then writes
+compare.jsonl and side_by_side.png. The measures are in nst_jax/compare.py.
+"""
+
+import sys
+
+from absl import flags
+from ml_collections import config_flags
+
+from nst_jax import cli
+from nst_jax.errors import UserError
+
+_CONFIG = config_flags.DEFINE_config_file(
+    'config', None, 'A config file (configs/*.py[:variant]): its images, '
+    'weights and loss settings.', lock_config=True)
+_WORKDIR = flags.DEFINE_string('workdir', 'outputs/compare', 'Where outputs go.')
+_SIZES = flags.DEFINE_list('sizes', [], 'Image sizes to run at, px; default '
+                           'config.image_size.')
+_EVAL_SIZE = flags.DEFINE_integer('eval_size', 0, 'Measuring size (long side, '
+                                  'px); 0 = the smallest of --sizes.')
+_PASTICHE = flags.DEFINE_bool('pastiche', False, 'Also run pastiche on the '
+                              'same images, size and iterations.')
+_PICTURES = flags.DEFINE_list('pictures', [], 'Measure these image files '
+                              'instead of running anything.')
+
+
+def main(argv):
+  config = cli.checked_config(argv, _CONFIG.value, 'configs/starry.py')
+  from nst_jax import compare, engine  # pylint: disable=import-outside-toplevel
+  try:
+    sizes = [int(s) for s in _SIZES.value]
+  except ValueError:
+    cli.exit_with_user_error(UserError(
+        f'--sizes={",".join(_SIZES.value)}: use whole numbers, e.g. 256,512'))
+  try:
+    compare.compare(config, _WORKDIR.value, sizes=sizes,
+                    eval_size=_EVAL_SIZE.value, pastiche=_PASTICHE.value,
+                    pictures=_PICTURES.value)
+  except UserError as e:
+    cli.exit_with_user_error(e)
+  except engine.Interrupted as e:
+    print(e, file=sys.stderr)
+    sys.exit(130)
+
+
+if __name__ == '__main__':
+  cli.run(main)
