@@ -73,6 +73,7 @@ OUT_OF_RANGE_INPUTS = {
     'style_layer_weights': '1,2',         # two weights, five style layers
     'init': 'no_such_start.png',
     'weights': '/nonexistent/vgg19.npz',
+    'scale_iterations': '100,50',         # two counts, one scale
 }
 # scripts/sweep.py's own section. sweep.seed needs init='noise' (else a
 # second line says so), given as a good value beside the bad ones.
