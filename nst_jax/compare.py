@@ -200,8 +200,10 @@ def compare(config: ml_collections.ConfigDict, workdir: str | os.PathLike,
   if missing:
     raise UserError(f'--pictures: no such file(s) {missing}')
 
+  # A run's final.png is named by its workdir.
   made: list[tuple[str, int, Path]] = [
-      (Path(p).stem, eval_size, Path(p)) for p in pictures]
+      (Path(p).parent.name if Path(p).stem == 'final' else Path(p).stem,
+       eval_size, Path(p)) for p in pictures]
   for size in () if pictures else sizes:
     sized = ml_collections.ConfigDict(config.to_dict())
     sized.image_size = size
