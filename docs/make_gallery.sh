@@ -8,8 +8,8 @@ export NST_ASSETS_DIR="${NST_ASSETS_DIR:-$(cd .. && pwd)/shared/images}"
 out=docs/gallery
 mkdir -p "$out"
 work=$(mktemp -d)
-# The seed normalisation's weights at 256 px (configs/default.py has them for 512 px).
-at256="--config.image_size=256 --config.content_weight=0.3 --config.tv_weight=0.1 --config.max_iterations=200"
+# The default weights hold at any size: only the size and iterations change.
+at256="--config.image_size=256 --config.max_iterations=200"
 
 shoot() {  # shoot NAME ARGS...: one run, its final image copied to docs/gallery/NAME.png
   local name=$1; shift

@@ -54,16 +54,16 @@ def default_config() -> ml_collections.ConfigDict:
   c.memory = 'auto'             # 'auto', 'plain', 'remat' or 'tiles'
   c.tile = 0                    # tile side for memory='tiles', px; 0 = the largest that fits
   # --- Loss -------------------------------------------------------------
-  c.content_layers = 'block5_conv2'   # comma-separated Keras layer names
+  c.content_layers = 'block4_conv2'   # comma-separated Keras layer names
   c.style_layers = 'block1_conv1,block2_conv1,block3_conv1,block4_conv1,block5_conv1'
   c.style_layer_weights = ''    # per style layer, comma-separated; '' = 1/len each
-  c.normalization = 'seed'      # 'seed' (sums, Gatys) or 'normalized' (size-independent means)
+  c.normalization = 'normalized'  # 'normalized' (size-independent means) or 'seed' (sums, Gatys)
   c.style_loss = 'gram'         # 'gram', 'mean_cov' or 'sliced_wasserstein'
-  # Chosen by eye at 256 px (0.3 / 1 / 0.1) and scaled to 512 px: in 'seed'
-  # normalisation the content and tv sums grow with the pixel count.
-  c.content_weight = 0.075
-  c.style_weight = 1.0
-  c.tv_weight = 0.05
+  # Chosen on scripts/compare.py's structure/style front (README, Defaults):
+  # with means, the same weights give the same balance at every image_size.
+  c.content_weight = 1.0
+  c.style_weight = 0.3
+  c.tv_weight = 0.0
   # --- Initialisation ---------------------------------------------------
   c.init = 'content'            # 'content', 'noise', 'style' or a path to an image file
   c.seed = 0                    # PRNG seed: noise init and projections (split by purpose)

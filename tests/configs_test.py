@@ -21,7 +21,7 @@ EXAMPLES = [
     ('style_losses', 'sliced_wasserstein,quick'),
     ('style_losses', 'quick'),
     ('bounded', 'quick'),
-    ('normalized', 'quick'),
+    ('gatys_sums', 'quick'),
     ('highres', 'quick'),
 ]
 

@@ -44,7 +44,7 @@ def test_plan_accepts_the_shipped_configs(tmp_path):
   for config in (starry.get_config(), starry.get_config('quick'),
                  default_config.get_config()):
     plan = spec.parse(config, tmp_path / 'run')
-    assert plan.loss_spec.content_layers == ('block5_conv2',)
+    assert plan.loss_spec.content_layers == ('block4_conv2',)
     assert len(plan.loss_spec.style_layers) == 5
   assert max(starry.get_config('quick').image_size, 0) <= 96
 
@@ -327,8 +327,8 @@ def test_scale_iterations_need_one_count_per_scale(tmp_path, value):
 def test_memory_path_is_chosen_per_scale(tmp_path, monkeypatch):
   # With room for the plain path at 256 px but not at 1024 px, the small
   # scales keep the fast plain path and only the last one saves memory.
-  layers = tuple(default_config.get_config().style_layers.split(',')) + (
-      'block5_conv2',)
+  defaults = default_config.get_config()
+  layers = tuple(defaults.style_layers.split(',')) + (defaults.content_layers,)
   need = lambda hw, memory_path: memory.estimate_memory_bytes(
       hw, layers, 10, 1, memory_path)
   available = int(need((768, 1024), 'plain') * 0.7)
