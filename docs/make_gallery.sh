@@ -8,8 +8,10 @@ export NST_ASSETS_DIR="${NST_ASSETS_DIR:-$(cd .. && pwd)/shared/images}"
 out=docs/gallery
 mkdir -p "$out"
 work=$(mktemp -d)
-# The default weights hold at any size: only the size and iterations change.
-at256="--config.image_size=256 --config.max_iterations=200"
+# These pictures were made with the project's previous defaults (the sums of
+# configs/gatys_sums.py, their weights set for 256 px), spelled out here so
+# that the script still makes exactly them.
+at256="--config.image_size=256 --config.max_iterations=200 --config.normalization=seed --config.content_layers=block5_conv2 --config.content_weight=0.3 --config.style_weight=1 --config.tv_weight=0.1"
 
 shoot() {  # shoot NAME ARGS...: one run, its final image copied to docs/gallery/NAME.png
   local name=$1; shift
