@@ -242,7 +242,7 @@ def _write(workdir: Path, rows: Sequence[dict], photo: np.ndarray,
        f"structure {r['structure']:.3f}  style {r['style']:.3f}",
        f"swd {r['style_swd']:.3f}  colour {r['colour']:.3f}"] for r in rows]
   sheet = sweep.contact_sheet(
-      images, labels, num_cols=min(4, len(images)), tile_size=min(eval_size, 384),
+      images, labels, num_cols=min(4, len(images)), tile_size=min(eval_size, 256),
       title=f'measured at {eval_size} px. structure: SSIM to the photo (higher '
             'is closer)\nstyle, swd: Gram and sliced Wasserstein distances to '
             'the painting over 16 VGG19 layers; colour: palette distance '
