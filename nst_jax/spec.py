@@ -444,7 +444,8 @@ def check_resume(config: ml_collections.ConfigDict) -> Path:
             f'{k}={saved.get(k)!r}' for k in changed) +
         ' but this config has ' + ', '.join(
             f'{k}={current.get(k)!r}' for k in changed) +
-        ': resume with the same config (only max_iterations may change)')
+        ': resume with the same config (only max_iterations and '
+        'scale_iterations may change)')
   return workdir
 
 

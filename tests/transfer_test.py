@@ -246,11 +246,14 @@ def test_resume_refuses_a_changed_config(tmp_path):
       {'config': json.loads(config.to_json())}))
   (tmp_path / 'state.npz').write_bytes(b'')
   changed = _config(style_weight=3.0, resume=str(tmp_path), max_iterations=9)
-  with pytest.raises(UserError, match='style_weight=1.0.*style_weight=3.0'):
+  with pytest.raises(UserError,
+                     match=f'style_weight={config.style_weight}.*style_weight=3.0'):
     spec.check_resume(changed)
-  # Only max_iterations may change.
+  # Only the iteration counts may change.
   assert spec.check_resume(_config(resume=str(tmp_path),
                                        max_iterations=9)) == tmp_path
+  assert spec.check_resume(_config(resume=str(tmp_path),
+                                   scale_iterations='7')) == tmp_path
 
 
 def test_scale_sizes_end_at_image_size(tmp_path):
