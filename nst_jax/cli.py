@@ -14,6 +14,7 @@ import re
 import runpy
 import sys
 import traceback
+from typing import Any
 
 from absl import app
 from absl import flags
@@ -36,6 +37,19 @@ def exit_with_user_error(error: UserError) -> None:
   """Prints each line of the message as `error: ...` on stderr; exits 2."""
   print(f'error: {error}'.replace('\n', '\nerror: '), file=sys.stderr)
   sys.exit(2)
+
+
+def call(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+  """fn(*args, **kwargs) for a script: a UserError becomes `error:` lines
+  (exit 2), an interrupted run its message and exit 130 (resume it)."""
+  from nst_jax import engine  # pylint: disable=import-outside-toplevel
+  try:
+    return fn(*args, **kwargs)
+  except UserError as e:
+    exit_with_user_error(e)
+  except engine.Interrupted as e:
+    print(e, file=sys.stderr)
+    sys.exit(130)
 
 
 def run(main: Callable[[list[str]], None]) -> None:

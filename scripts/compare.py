@@ -11,8 +11,6 @@ and pastiche with --pastiche (`pip install -e '.[compare]'`), then writes
 compare.jsonl and side_by_side.png. The measures are in nst_jax/compare.py.
 """
 
-import sys
-
 from absl import flags
 from ml_collections import config_flags
 
@@ -35,21 +33,15 @@ _PICTURES = flags.DEFINE_list('pictures', [], 'Measure these image files '
 
 def main(argv):
   config = cli.checked_config(argv, _CONFIG.value, 'configs/starry.py')
-  from nst_jax import compare, engine  # pylint: disable=import-outside-toplevel
+  from nst_jax import compare  # pylint: disable=import-outside-toplevel
   try:
     sizes = [int(s) for s in _SIZES.value]
   except ValueError:
     cli.exit_with_user_error(UserError(
         f'--sizes={",".join(_SIZES.value)}: use whole numbers, e.g. 256,512'))
-  try:
-    compare.compare(config, _WORKDIR.value, sizes=sizes,
-                    eval_size=_EVAL_SIZE.value, pastiche=_PASTICHE.value,
-                    pictures=_PICTURES.value)
-  except UserError as e:
-    cli.exit_with_user_error(e)
-  except engine.Interrupted as e:
-    print(e, file=sys.stderr)
-    sys.exit(130)
+  cli.call(compare.compare, config, _WORKDIR.value, sizes=sizes,
+           eval_size=_EVAL_SIZE.value, pastiche=_PASTICHE.value,
+           pictures=_PICTURES.value)
 
 
 if __name__ == '__main__':

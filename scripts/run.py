@@ -16,9 +16,7 @@ from absl import flags
 from ml_collections import config_flags
 
 from nst_jax import cli
-from nst_jax import engine
 from nst_jax import transfer
-from nst_jax.errors import UserError
 
 _CONFIG = config_flags.DEFINE_config_file(
     'config', None, 'A config file (configs/*.py[:variant]), or a PNG or '
@@ -29,13 +27,7 @@ _WORKDIR = flags.DEFINE_string(
 
 def main(argv):
   config = cli.checked_config(argv, _CONFIG.value, 'configs/starry.py')
-  try:
-    result = transfer.run(config, _WORKDIR.value)
-  except UserError as e:
-    cli.exit_with_user_error(e)
-  except engine.Interrupted as e:
-    print(e, file=sys.stderr)
-    sys.exit(130)
+  result = cli.call(transfer.run, config, _WORKDIR.value)
   if result['status'] == 'diverged':
     sys.exit(3)
 

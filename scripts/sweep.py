@@ -16,7 +16,6 @@ can stand for its config: --config=outputs/sweep/config.json.
 """
 
 import os
-import sys
 
 from absl import flags
 from ml_collections import config_flags
@@ -46,14 +45,8 @@ def main(argv):
       runtime.initialize_distributed()
     except UserError as e:
       cli.exit_with_user_error(e)
-  from nst_jax import engine, sweep  # pylint: disable=import-outside-toplevel
-  try:
-    sweep.run_sweep(config, _WORKDIR.value)
-  except UserError as e:
-    cli.exit_with_user_error(e)
-  except engine.Interrupted as e:
-    print(e, file=sys.stderr)
-    sys.exit(130)
+  from nst_jax import sweep  # pylint: disable=import-outside-toplevel
+  cli.call(sweep.run_sweep, config, _WORKDIR.value)
 
 
 if __name__ == '__main__':
