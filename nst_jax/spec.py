@@ -184,7 +184,6 @@ class RunSpec:
       (loss_spec at the last, largest scale).
     scale_loss_specs: loss_spec at each scale, smallest first: the memory
       path is chosen per scale, so small scales keep the fast plain path.
-    max_iterations: config.max_iterations.
     scale_iterations: iterations at each scale, smallest first.
     snapshot_every: iterations per chunk.
     weights_path: the VGG19 .npz (None: the default, ported on first use).
@@ -206,7 +205,6 @@ class RunSpec:
   preserve_color: str
   loss_spec: losses.LossSpec
   optimizer_spec: optimize.OptimizerSpec
-  max_iterations: int
   scale_iterations: tuple[int, ...]
   scale_loss_specs: tuple[losses.LossSpec, ...]
   snapshot_every: int
@@ -721,7 +719,6 @@ def parse(config: ml_collections.ConfigDict, workdir: str | os.PathLike | None,
           max_linesearch_steps=config.max_linesearch_steps,
           first_step_fraction=float(config.first_step_fraction),
           learning_rate=float(config.learning_rate)),
-      max_iterations=config.max_iterations,
       scale_iterations=tuple(int(n) for n in iterations),
       snapshot_every=config.snapshot_every, weights_path=weights_path,
       workdir=workdir, resume=resume)
