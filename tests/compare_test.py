@@ -59,7 +59,7 @@ def pair():
 
 def test_the_painting_measured_against_itself_is_at_zero(random_params, pair):
   _, painting = pair
-  m = compare.measure(random_params, painting, painting, painting)
+  (m,) = compare.measure(random_params, [painting], painting, painting)
   assert m['structure'] == pytest.approx(1.0, abs=1e-5)
   for name in ('style', 'style_swd', 'colour'):
     assert m[name] == pytest.approx(0.0, abs=1e-5), name
@@ -67,8 +67,8 @@ def test_the_painting_measured_against_itself_is_at_zero(random_params, pair):
 
 def test_measures_move_from_the_photo_to_the_painting(random_params, pair):
   photo, painting = pair
-  rows = [compare.measure(random_params, (1 - t) * photo + t * painting, photo,
-                          painting) for t in (0.0, 0.5, 1.0)]
+  rows = compare.measure(random_params, [(1 - t) * photo + t * painting
+                                         for t in (0.0, 0.5, 1.0)], photo, painting)
   structure = [r['structure'] for r in rows]
   assert structure[0] == pytest.approx(1.0, abs=1e-5)
   assert structure[0] > structure[1] > structure[2]
@@ -82,7 +82,7 @@ def test_different_painting_sizes_are_resampled(random_params, pair):
   photo, painting = pair
   # The painting at twice the size has the same statistics, nearly.
   big = np.repeat(np.repeat(painting, 2, axis=0), 2, axis=1)
-  m = compare.measure(random_params, painting, photo, big)
+  (m,) = compare.measure(random_params, [painting], photo, big)
   assert m['colour'] < 0.01
   assert m['style'] < 0.5
 
