@@ -152,28 +152,16 @@ def test_every_wrong_type_at_once(script, tmp_path):
         in line
 
 
-def test_run_refuses_every_out_of_range_value_at_once(tmp_path):
-  result = _script(RUN, tmp_path, f'--config={DEFAULT}',
-                   *_overrides(OUT_OF_RANGE_VALUES))
-  _assert_refused(result, OUT_OF_RANGE_VALUES, tmp_path)
-
-
-def test_run_refuses_every_bad_input_at_once(tmp_path):
-  result = _script(RUN, tmp_path, f'--config={DEFAULT}',
-                   *_overrides(OUT_OF_RANGE_INPUTS))
-  _assert_refused(result, OUT_OF_RANGE_INPUTS, tmp_path)
-
-
-def test_sweep_refuses_every_bad_sweep_value_at_once(tmp_path):
-  result = _script(SWEEP, tmp_path, f'--config={DEFAULT}',
-                   '--config.init=noise', *_overrides(OUT_OF_RANGE_SWEEP))
-  _assert_refused(result, OUT_OF_RANGE_SWEEP, tmp_path)
-
-
-def test_sweep_refuses_every_bad_input_at_once(tmp_path):
-  result = _script(SWEEP, tmp_path, f'--config={DEFAULT}',
-                   *_overrides(OUT_OF_RANGE_SWEEP_INPUTS))
-  _assert_refused(result, OUT_OF_RANGE_SWEEP_INPUTS, tmp_path)
+@pytest.mark.parametrize('script,table,good', [
+    (RUN, OUT_OF_RANGE_VALUES, []),
+    (RUN, OUT_OF_RANGE_INPUTS, []),
+    (SWEEP, OUT_OF_RANGE_SWEEP, ['--config.init=noise']),
+    (SWEEP, OUT_OF_RANGE_SWEEP_INPUTS, []),
+], ids=['run-values', 'run-inputs', 'sweep-values', 'sweep-inputs'])
+def test_every_out_of_range_value_at_once(script, table, good, tmp_path):
+  result = _script(script, tmp_path, f'--config={DEFAULT}', *good,
+                   *_overrides(table))
+  _assert_refused(result, table, tmp_path)
 
 
 # --- Through the scripts, one problem each -------------------------------------
