@@ -78,6 +78,14 @@ Three ways to compute the same loss and gradient, chosen statically by
   The tiles run in a `lax.map` with each tile checkpointed, so the backward
   pass holds one tile's activations at a time. TV is taken on the whole image.
 
+A style pyramid, chosen statically by `LossSpec.style_levels` = L: the style
+loss is summed over the picture and its L - 1 successive halvings (`halve`,
+the mean of each 2x2 block), each against the style image halved the same
+way. VGG19's receptive fields are fixed in pixels, so at 1024 px the loss
+alone sees only strokes an eighth of the size it sees at 256 px; the coarse
+levels keep the large strokes, so `image_size` changes the resolution rather
+than the look (README, Defaults). The content and TV terms stay at full size.
+
 The combined loss takes its weights as traced arguments (they can be vmapped
 for weight sweeps) and returns each term for logging.
 """
@@ -119,6 +127,8 @@ class LossSpec:
       pass recomputes one tile at a time, so memory follows the tile.
     tile: tile side for 'tiles', px, rounded up to a multiple of
       `tile_stride`; 0 means DEFAULT_TILE.
+    style_levels: levels of the style pyramid (1 = the picture alone); see
+      `style_pyramid_levels` and the module docstring.
   """
   content_layers: tuple[str, ...]
   style_layers: tuple[str, ...]
@@ -128,6 +138,7 @@ class LossSpec:
   sliced_projections: int = 64
   memory: str = 'plain'
   tile: int = 0
+  style_levels: int = 1
 
   def __post_init__(self):
     if self.style_loss not in STYLE_LOSSES:
@@ -140,6 +151,8 @@ class LossSpec:
       raise ValueError(f'memory={self.memory!r}: use one of {list(MEMORY_PATHS)}')
     if self.tile < 0:
       raise ValueError(f'tile={self.tile}: use 0 (the default) or a side in px')
+    if self.style_levels < 1:
+      raise ValueError(f'style_levels={self.style_levels}: need at least 1')
 
   @property
   def layers(self) -> tuple[str, ...]:
@@ -301,6 +314,36 @@ _STYLE_LAYER_LOSSES = {
     'mean_cov': mean_cov_layer_loss,
     'sliced_wasserstein': sliced_wasserstein_layer_loss,
 }
+
+
+def halve(image: jax.Array) -> jax.Array:
+  """float[H, W, C] -> float[H // 2, W // 2, C]: the mean of each 2x2 block.
+
+  A linear (area) downsampling: an odd last row or column is dropped. The
+  style pyramid halves the picture and the style images with it alike.
+  """
+  h, w, c = image.shape
+  blocks = image[:h // 2 * 2, :w // 2 * 2].reshape(h // 2, 2, w // 2, 2, c)
+  return jnp.mean(blocks, axis=(1, 3))
+
+
+def style_pyramid_levels(hw: tuple[int, int], coarsest: int,
+                         min_side: int = 1) -> int:
+  """Levels of the style pyramid for an (H, W) picture; 1 = no pyramid.
+
+  The picture is halved while its long side exceeds sqrt(2) * `coarsest`
+  (so the last level's long side is the halving nearest `coarsest` on a log
+  scale) and the halved short side stays >= `min_side`. `coarsest` <= 0
+  turns the pyramid off. E.g. coarsest 256: 512 px -> 2 levels (512, 256),
+  1024 px -> 3, 4096 px -> 5; 362 px and below -> 1.
+  """
+  levels = 1
+  if coarsest <= 0:
+    return levels
+  while (max(hw) >> (levels - 1)) > 2 ** 0.5 * coarsest and \
+      (min(hw) >> levels) >= min_side:
+    levels += 1
+  return levels
 
 
 def feature_hw(image_hw: tuple[int, int], layer: str) -> tuple[int, int]:
@@ -693,7 +736,9 @@ def compute_targets(params: Mapping, content: jax.Array,
 
   Returns:
     {'content': {layer: float32[h, w, C]}, 'style': {layer: target}}, the
-    targets as described in `style_targets`.
+    targets as described in `style_targets`; with spec.style_levels = L > 1
+    also 'style_coarse': a tuple of L - 1 such {layer: target}, level k
+    taken from the style images halved k times for an image halved k times.
   """
   if spec.style_loss == 'sliced_wasserstein' and key is None:
     raise ValueError("style_loss='sliced_wasserstein' needs compute_targets("
@@ -701,23 +746,36 @@ def compute_targets(params: Mapping, content: jax.Array,
   if style_blend is None:
     style_blend = jnp.full((len(styles),), 1.0 / len(styles))
   x_hw = tuple(content.shape[-3:-1])
+
+  def blended_targets(styles, x_hw):
+    if spec.memory != 'plain':
+      per_style = [_tiled_style_targets(params, style, spec, key, x_hw)
+                   for style in styles]
+    else:
+      per_style = [
+          style_targets(vgg.extract_features(params, style, spec.style_layers,
+                                             spec.pooling), spec, key=key,
+                        x_hw=x_hw)
+          for style in styles]
+    return _blend_style_targets(per_style, style_blend, spec)
+
   if spec.memory != 'plain':
     # Images too large for 'plain' are too large for a whole-image forward
     # pass too (it peaked at 3 GiB at 1024 px on CPU): compute them in tiles.
     content_features = tiled_features(params, content, spec.content_layers,
                                       spec.pooling, spec.tile)
-    per_style = [_tiled_style_targets(params, style, spec, key, x_hw)
-                 for style in styles]
   else:
     content_features = vgg.extract_features(params, content,
                                             spec.content_layers, spec.pooling)
-    per_style = [
-        style_targets(vgg.extract_features(params, style, spec.style_layers,
-                                           spec.pooling), spec, key=key,
-                      x_hw=x_hw)
-        for style in styles]
-  return {'content': content_features,
-          'style': _blend_style_targets(per_style, style_blend, spec)}
+  targets = {'content': content_features, 'style': blended_targets(styles, x_hw)}
+  if spec.style_levels > 1:
+    coarse = []
+    for _ in range(1, spec.style_levels):
+      styles = [halve(style) for style in styles]
+      x_hw = (x_hw[0] // 2, x_hw[1] // 2)
+      coarse.append(blended_targets(styles, x_hw))
+    targets['style_coarse'] = tuple(coarse)
+  return targets
 
 
 def _losses_from_statistics(x: jax.Array, params: Mapping, targets: Mapping,
@@ -738,18 +796,45 @@ def _losses_from_statistics(x: jax.Array, params: Mapping, targets: Mapping,
     if norm == 'normalized':
       sq = sq / targets['content'][layer].size
     content = content + weights['content_layers'][i] * sq
+  return content, _style_from_statistics(stats, x.shape[:2], targets['style'],
+                                         weights, spec)
+
+
+def _style_from_statistics(stats: Mapping, image_hw: tuple[int, int],
+                           style_targets_: Mapping,
+                           weights: Mapping[str, jax.Array], spec: LossSpec
+                           ) -> jax.Array:
+  """The weighted style sum from `_statistics` of an (H, W) image."""
   style = 0.0
   for i, layer in enumerate(spec.style_layers):
-    s, target = stats[layer], targets['style'][layer]
+    s, target = stats[layer], style_targets_[layer]
     if spec.style_loss == 'gram':
-      fh, fw = feature_hw(x.shape[:2], layer)
-      loss = _gram_loss(s['gram'], fh * fw, target, norm)
+      fh, fw = feature_hw(image_hw, layer)
+      loss = _gram_loss(s['gram'], fh * fw, target, spec.normalization)
     elif spec.style_loss == 'mean_cov':
-      loss = _mean_cov_loss(s['mean'], s['cov'], target, norm)
+      loss = _mean_cov_loss(s['mean'], s['cov'], target, spec.normalization)
     else:
-      loss = _sliced_loss(s['sorted'], target, norm)
+      loss = _sliced_loss(s['sorted'], target, spec.normalization)
     style = style + weights['style_layers'][i] * loss
-  return content, style
+  return style
+
+
+def _style_only(x: jax.Array, params: Mapping, style_targets_: Mapping,
+                weights: Mapping[str, jax.Array], spec: LossSpec) -> jax.Array:
+  """The weighted style sum of one pyramid level x float32[h, w, 3]."""
+  if spec.memory == 'plain':
+    features = vgg.extract_features(params, x, spec.style_layers, spec.pooling)
+    layer_loss = _STYLE_LAYER_LOSSES[spec.style_loss]
+    return sum(weights['style_layers'][i] *
+               layer_loss(features[layer], style_targets_[layer],
+                          spec.normalization)
+               for i, layer in enumerate(spec.style_layers))
+  directions = ({layer: style_targets_[layer]['directions']
+                 for layer in spec.style_layers}
+                if spec.style_loss == 'sliced_wasserstein' else None)
+  stats = _statistics(params, x, spec, None, directions, spec.style_layers)
+  return _style_from_statistics(stats, x.shape[:2], style_targets_, weights,
+                                spec)
 
 
 def combined_loss(x: jax.Array, params: Mapping, targets: Mapping,
@@ -782,6 +867,13 @@ def combined_loss(x: jax.Array, params: Mapping, targets: Mapping,
                 for i, layer in enumerate(spec.style_layers))
   else:
     content, style = _losses_from_statistics(x, params, targets, weights, spec)
+  # The style pyramid: each level's loss is a mean like the picture's, so
+  # the levels add with equal weight.
+  level = x
+  for k in range(spec.style_levels - 1):
+    level = halve(level)
+    style = style + _style_only(level, params, targets['style_coarse'][k],
+                                weights, spec)
   terms = {
       'content': weights['content'] * content,
       'style': weights['style'] * style,

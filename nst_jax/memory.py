@@ -86,18 +86,27 @@ def _activation_bytes(hw: tuple[int, int], layers: Sequence[str]) -> int:
 
 
 def _per_member_bytes(hw: tuple[int, int], layers: Sequence[str],
-                      history_size: int, memory: str, tile: int) -> int:
-  """One member's share of the peak: its loss path and L-BFGS history."""
+                      history_size: int, memory: str, tile: int,
+                      style_levels: int = 1) -> int:
+  """One member's share of the peak: its loss path and L-BFGS history.
+
+  The style pyramid's levels (hw halved 1 .. style_levels - 1 times) keep
+  their activations too on 'plain' and 'remat' (up to a third more); on
+  'tiles' they are tiled like the picture, and add only their images.
+  """
   image = hw[0] * hw[1] * 3 * 4
   history = 2 * history_size * image
+  level_hws = [(hw[0] >> k, hw[1] >> k) for k in range(style_levels)]
+  activations = sum(_activation_bytes(level, layers) for level in level_hws)
   if memory == 'plain':
-    loss = _PLAIN_PER_ACTIVATION * _activation_bytes(hw, layers)
+    loss = _PLAIN_PER_ACTIVATION * activations
   elif memory == 'remat':
-    loss = _REMAT_PER_ACTIVATION * _activation_bytes(hw, layers)
+    loss = _REMAT_PER_ACTIVATION * activations
   elif memory == 'tiles':
     crop = losses.tile_side(layers, tile) + 2 * losses.tile_halo(layers)
+    images = sum(h * w * 3 * 4 for h, w in level_hws)
     loss = (_TILES_PER_ACTIVATION * _activation_bytes((crop, crop), layers) +
-            _TILES_PER_IMAGE * image)
+            _TILES_PER_IMAGE * images)
   else:
     raise ValueError(f'memory={memory!r}: use one of {list(losses.MEMORY_PATHS)}')
   return int(loss + history)
@@ -106,7 +115,7 @@ def _per_member_bytes(hw: tuple[int, int], layers: Sequence[str],
 def estimate_memory_bytes(hw: tuple[int, int], layers: Sequence[str],
                           history_size: int, num_styles: int = 1,
                           memory: str = 'plain', tile: int = 0,
-                          members: int = 1) -> int:
+                          members: int = 1, style_levels: int = 1) -> int:
   """Estimated peak bytes of optimising an (H, W) image by one loss path.
 
   Args:
@@ -118,14 +127,16 @@ def estimate_memory_bytes(hw: tuple[int, int], layers: Sequence[str],
     memory: 'plain', 'remat' or 'tiles' (losses.MEMORY_PATHS).
     tile: LossSpec.tile for 'tiles' (0 = losses.DEFAULT_TILE).
     members: images optimised together (a vmapped sweep chunk).
+    style_levels: levels of the style pyramid (losses.LossSpec.style_levels).
 
   Returns:
     Bytes: the fixed runtime part plus `members` times the per-image part.
-    Calibrated on peak RSS at 512, 1024 and 2048 px (within 6% there).
+    Calibrated on peak RSS at 512, 1024 and 2048 px without the pyramid
+    (within 6% there).
   """
   del num_styles  # Targets are computed before the loop, one style at a time.
   return int(_FIXED_BYTES + max(1, members) * _per_member_bytes(
-      hw, layers, history_size, memory, tile))
+      hw, layers, history_size, memory, tile, style_levels))
 
 
 def _fits(needed: int, available: int | None) -> bool:
@@ -145,7 +156,8 @@ def choose_memory_path(hw: tuple[int, int], layers: Sequence[str],
                        members: int = 1, requested: str = 'auto',
                        tile: int = 0, *, available: int | None = -1,
                        field: str = 'config.image_size',
-                       value: int | None = None) -> tuple[str, int]:
+                       value: int | None = None,
+                       style_levels: int = 1) -> tuple[str, int]:
   """The loss path (and tile side) for optimising an (H, W) image.
 
   Args:
@@ -159,6 +171,7 @@ def choose_memory_path(hw: tuple[int, int], layers: Sequence[str],
     available: bytes that may be used; -1 (default) reads
       `available_memory_bytes()`, None means unknown (nothing is refused).
     field, value: the config field and value named in a refusal.
+    style_levels: levels of the style pyramid.
 
   Returns:
     (memory, tile) for losses.LossSpec: 'auto' gives 'plain' when its
@@ -174,7 +187,7 @@ def choose_memory_path(hw: tuple[int, int], layers: Sequence[str],
   if available == -1:
     available = available_memory_bytes()
   need = lambda memory, t=0: estimate_memory_bytes(
-      hw, layers, history_size, num_styles, memory, t, members)
+      hw, layers, history_size, num_styles, memory, t, members, style_levels)
   if requested == 'auto' and available is None:
     return 'plain', 0
   if requested in ('auto', 'plain', 'remat'):
@@ -184,27 +197,30 @@ def choose_memory_path(hw: tuple[int, int], layers: Sequence[str],
     if requested != 'auto':
       raise UserError(refusal_message(hw, layers, history_size, num_styles,
                                       members, requested, 0, available,
-                                      field=field, value=value))
+                                      field=field, value=value,
+                                      style_levels=style_levels))
   if tile:
     if _fits(need('tiles', tile), available):
       return 'tiles', tile
     raise UserError(refusal_message(hw, layers, history_size, num_styles,
                                     members, 'tiles', tile, available,
-                                    field=field, value=value))
+                                    field=field, value=value,
+                                    style_levels=style_levels))
   candidates = _tile_candidates(hw, layers)
   for side in candidates:
     if _fits(need('tiles', side), available):
       return 'tiles', side
   raise UserError(refusal_message(hw, layers, history_size, num_styles,
                                   members, 'tiles', candidates[-1], available,
-                                  field=field, value=value))
+                                  field=field, value=value,
+                                  style_levels=style_levels))
 
 
 def refusal_message(hw: tuple[int, int], layers: Sequence[str],
                     history_size: int, num_styles: int, members: int,
                     memory: str, tile: int, available: int, *,
                     field: str = 'config.image_size',
-                    value: int | None = None) -> str:
+                    value: int | None = None, style_levels: int = 1) -> str:
   """One line: what the size needs, what may be used and why, and the fix.
 
   Names the MARGIN kept (so 'needs 58.5 GiB, 59.4 GiB available' does not
@@ -212,12 +228,12 @@ def refusal_message(hw: tuple[int, int], layers: Sequence[str],
   and, on a GPU, how to let JAX use more of the card.
   """
   needed = estimate_memory_bytes(hw, layers, history_size, num_styles, memory,
-                                 tile, members)
+                                 tile, members, style_levels)
   usable = MARGIN * available
   path = f"memory='{memory}'" + (f' (tile {losses.tile_side(layers, tile)} px)'
                                  if memory == 'tiles' else '')
   fits = _largest_fitting_side(hw, layers, history_size, num_styles, members,
-                               memory, tile, usable)
+                               memory, tile, usable, style_levels)
   value = max(hw) if value is None else value
   text = (f'{field}={value} needs about {needed / 2**30:.1f} GiB with {path}'
           f'{f" for {members} members" if members > 1 else ""}, but only '
@@ -239,7 +255,8 @@ def refusal_message(hw: tuple[int, int], layers: Sequence[str],
 
 def _largest_fitting_side(hw: tuple[int, int], layers: Sequence[str],
                           history_size: int, num_styles: int, members: int,
-                          memory: str, tile: int, usable: float) -> int:
+                          memory: str, tile: int, usable: float,
+                          style_levels: int = 1) -> int:
   """Largest long side (px) whose resized image fits `usable` bytes; 0: none."""
   stride = losses.tile_stride(layers)
   low, high = stride - 1, max(hw)
@@ -248,11 +265,11 @@ def _largest_fitting_side(hw: tuple[int, int], layers: Sequence[str],
     mid_hw = image_lib.resized_hw(hw, mid)
     if memory == 'tiles' and not tile:
       sizes = [estimate_memory_bytes(mid_hw, layers, history_size, num_styles,
-                                     'tiles', t, members)
+                                     'tiles', t, members, style_levels)
                for t in _tile_candidates(mid_hw, layers)[-1:]]
     else:
       sizes = [estimate_memory_bytes(mid_hw, layers, history_size, num_styles,
-                                     memory, tile, members)]
+                                     memory, tile, members, style_levels)]
     if min(sizes) <= usable and min(mid_hw) >= stride:
       low = mid
     else:

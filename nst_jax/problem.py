@@ -127,13 +127,20 @@ def build_problem(spec: spec_lib.RunSpec, members: Sequence[spec_lib.Member],
       pairs = [color.luminance_only(rgb, s) for s in style_rgbs]
       seen, styles = pairs[0][0], [s for _, s in pairs]
     loaded[m.content_path] = (rgb, seen, styles)
+  loss_spec = spec.scale_loss_specs[scale]
+  pyramid = ''
+  if loss_spec.style_levels > 1:
+    pyramid = '; style also at ' + ', '.join(
+        f'{hw[1] >> k}x{hw[0] >> k}' for k in range(1, loss_spec.style_levels)
+    ) + ' px (style pyramid)'
   log(f'content: {", ".join(str(p) for p in loaded)} -> {hw[1]}x{hw[0]} px; '
       'style: ' + ', '.join(f'{p} -> {s.shape[1]}x{s.shape[0]} px'
-                            for p, s in zip(spec.style_paths, style_rgbs)))
+                            for p, s in zip(spec.style_paths, style_rgbs))
+      + pyramid)
 
   # Targets depend on the content and, for sliced Wasserstein, on the seed
   # (its projections): compute them once per distinct pair.
-  by_seed = spec.loss_spec.style_loss == 'sliced_wasserstein'
+  by_seed = loss_spec.style_loss == 'sliced_wasserstein'
   keys = [(m.content_path, m.config.seed if by_seed else 0) for m in members]
   blend = jnp.asarray(spec.style_blend, jnp.float32)
   targets = {}
@@ -141,13 +148,15 @@ def build_problem(spec: spec_lib.RunSpec, members: Sequence[spec_lib.Member],
     _, seen, styles = loaded[key[0]]
     targets[key] = _compute_targets(
         params, vgg.preprocess(seen), [vgg.preprocess(s) for s in styles],
-        blend, spec.loss_spec, key=prng_keys(key[1])['projections'])
+        blend, loss_spec, key=prng_keys(key[1])['projections'])
   style_depends = (spec.preserve_color != '', by_seed)
   style_keys = [tuple(k if d else None for k, d in zip(key, style_depends))
                 for key in keys]
   shared, per_member = {}, {}
-  for part, distinct in (('content', {k[0] for k in keys}),
-                         ('style', set(style_keys))):
+  parts = [('content', {k[0] for k in keys}), ('style', set(style_keys))]
+  if 'style_coarse' in targets[keys[0]]:  # the style pyramid's levels
+    parts.append(('style_coarse', set(style_keys)))
+  for part, distinct in parts:
     if len(distinct) == 1:
       shared[part] = targets[keys[0]][part]
     else:
@@ -164,7 +173,7 @@ def build_problem(spec: spec_lib.RunSpec, members: Sequence[spec_lib.Member],
     starts.append(vgg.preprocess(start))
   weights = [{'content': jnp.float32(w['content']),
               'style': jnp.float32(w['style']), 'tv': jnp.float32(w['tv']),
-              'content_layers': jnp.ones(len(spec.loss_spec.content_layers),
+              'content_layers': jnp.ones(len(loss_spec.content_layers),
                                          jnp.float32),
               'style_layers': jnp.asarray(w['style_layers'], jnp.float32)}
              for w in (m.loss_weights for m in members)]

@@ -58,9 +58,15 @@ def default_config() -> ml_collections.ConfigDict:
   c.style_layers = 'block1_conv1,block2_conv1,block3_conv1,block4_conv1,block5_conv1'
   c.style_layer_weights = ''    # per style layer, comma-separated; '' = 1/len each
   c.normalization = 'normalized'  # 'normalized' (size-independent means) or 'seed' (sums, Gatys)
+  # The style loss also on the picture halved, and halved again, down to
+  # about this long side (px), each level against the style image halved
+  # alike, so a large picture keeps a small one's large strokes; e.g. 256.
+  # 0 = full size only: the default weights were chosen without it (README).
+  c.style_pyramid_size = 0
   c.style_loss = 'gram'         # 'gram', 'mean_cov' or 'sliced_wasserstein'
   # Chosen on scripts/compare.py's structure/style front (README, Defaults):
-  # with means, the same weights give the same balance at every image_size.
+  # with means, the same weights give the same loss balance at every
+  # image_size (the look still drifts with it: README, Across sizes).
   c.content_weight = 1.0
   c.style_weight = 0.3
   c.tv_weight = 0.0
@@ -474,7 +480,8 @@ def _check_fields(config, problems: list[str]) -> None:
       ('max_linesearch_steps', dict(integer=True, minimum=1, maximum=1000)),
       ('first_step_fraction', dict(minimum=1e-9, maximum=1.0)),
       ('learning_rate', dict(minimum=1e-12)),
-      ('tile', dict(integer=True, minimum=0, maximum=16384))):
+      ('tile', dict(integer=True, minimum=0, maximum=16384)),
+      ('style_pyramid_size', dict(integer=True, minimum=0, maximum=16384))):
     check_number(config, field, problems, **kwargs)
   scale_iterations = config.get('scale_iterations')
   if not isinstance(scale_iterations, str):
@@ -578,6 +585,26 @@ def _scale_hws(config, path: Path, min_side: int, problems: list[str],
   return hws
 
 
+def _pyramid_levels(config, hws: list[tuple[int, int]],
+                    style_sizes: list[tuple[int, int] | None],
+                    min_side: int) -> int:
+  """Style pyramid levels at one scale: one for every member and style image.
+
+  `losses.style_pyramid_levels` of each content size (H, W), fewer if a
+  style image, resized as at this scale and halved, would get too small for
+  the deepest layer (it is a refinement, so it never makes a problem).
+  """
+  levels = min(losses.style_pyramid_levels(hw, config.style_pyramid_size,
+                                           min_side) for hw in hws)
+  for hw in hws:
+    long_side = max(1, round(config.style_scale * max(hw)))
+    for size in style_sizes:
+      short = size and min(image_lib.resized_hw(size, long_side))
+      while short and levels > 1 and short >> (levels - 1) < min_side:
+        levels -= 1
+  return levels
+
+
 def parse(config: ml_collections.ConfigDict, workdir: str | os.PathLike | None,
           *, sweep: bool = False) -> RunSpec:
   """Checks the whole config and its files; returns the spec of the run.
@@ -664,6 +691,12 @@ def parse(config: ml_collections.ConfigDict, workdir: str | os.PathLike | None,
             f'config.style_scale={config.style_scale} makes style image '
             f'{text} {hw[1]}x{hw[0]} px, too small for the deepest layer '
             f'(needs >= {min_side} px a side): raise style_scale or image_size')
+  # --- Style pyramid: its levels at each scale.
+  scale_levels = [1] * (config.scales if sizes_ok else 1)
+  if members and sizes_ok:
+    scale_levels = [_pyramid_levels(config, [m.scale_hws[scale] for m in members],
+                                    list(style_sizes.values()), min_side)
+                    for scale in range(config.scales)]
   # --- Memory: pick the path per scale, or refuse a size that cannot fit.
   scale_paths = [('plain', 0)] * (config.scales if sizes_ok else 1)
   if members and sizes_ok:
@@ -676,7 +709,8 @@ def parse(config: ml_collections.ConfigDict, workdir: str | os.PathLike | None,
         scale_paths[scale] = memory.choose_memory_path(
             largest, content_layers + style_layers, config.history_size,
             len(style_specs), slots, config.memory, config.tile,
-            field='config.image_size', value=config.image_size)
+            field='config.image_size', value=config.image_size,
+            style_levels=scale_levels[scale])
       except UserError as e:
         if scale == config.scales - 1:  # smaller scales need less
           problems.append(str(e))
@@ -699,8 +733,8 @@ def parse(config: ml_collections.ConfigDict, workdir: str | os.PathLike | None,
   loss_specs = tuple(
       losses.LossSpec(content_layers, style_layers, config.pooling,
                       config.normalization, config.style_loss,
-                      memory=loss_memory, tile=tile)
-      for loss_memory, tile in scale_paths)
+                      memory=loss_memory, tile=tile, style_levels=levels)
+      for (loss_memory, tile), levels in zip(scale_paths, scale_levels))
   iterations = split_list(config.scale_iterations) or \
       [config.max_iterations] * len(loss_specs)
   return RunSpec(

@@ -23,6 +23,7 @@ EXAMPLES = [
     ('bounded', 'quick'),
     ('gatys_sums', 'quick'),
     ('highres', 'quick'),
+    ('style_pyramid', 'quick'),
 ]
 
 

@@ -1,5 +1,8 @@
 """Tests for nst_jax.losses against plain numpy, and its gradient in float64."""
 
+import dataclasses
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -358,3 +361,54 @@ def test_sliced_blend_averages_quantile_functions(random_params):
   # An average of increasing functions is increasing: still a quantile
   # function.
   assert bool(jnp.all(jnp.diff(blend['quantiles'], axis=0) >= 0))
+
+
+def test_halve_is_the_mean_of_2x2_blocks():
+  x = np.random.default_rng(0).random((7, 6, 3)).astype(np.float32)
+  want = np.zeros((3, 3, 3), np.float32)
+  for i in range(3):
+    for j in range(3):
+      want[i, j] = x[2 * i:2 * i + 2, 2 * j:2 * j + 2].mean(axis=(0, 1))
+  np.testing.assert_allclose(losses.halve(jnp.asarray(x)), want, rtol=1e-6)
+
+
+@pytest.mark.parametrize('hw,coarsest,min_side,levels', [
+    ((384, 512), 256, 16, 2), ((768, 1024), 256, 16, 3),
+    ((3072, 4096), 256, 16, 5), ((362, 362), 256, 16, 1),
+    ((363, 363), 256, 16, 2), ((96, 128), 256, 16, 1),
+    ((768, 1024), 0, 16, 1),        # 0 turns the pyramid off
+    ((40, 1024), 256, 16, 2),       # a panorama: 20 px, then 10 < 16
+])
+def test_style_pyramid_levels(hw, coarsest, min_side, levels):
+  assert losses.style_pyramid_levels(hw, coarsest, min_side) == levels
+
+
+@pytest.mark.parametrize('style_loss', losses.STYLE_LOSSES)
+def test_style_pyramid_adds_the_halved_levels(random_params, style_loss):
+  # The pyramid's style term is the picture's plus, per level, the style loss
+  # of the picture halved k times against the style image halved k times.
+  spec, targets, weights, x = _problem(random_params, 'normalized',
+                                       style_loss=style_loss, size=48)
+  pyramid = dataclasses.replace(spec, style_levels=3)
+  keys = jax.random.split(jax.random.key(4), 3)
+  content, style, _ = (vgg.preprocess(jax.random.uniform(k, (48, 48, 3)))
+                       for k in keys)
+  pyramid_targets = losses.compute_targets(random_params, content, [style],
+                                           None, pyramid, key=jax.random.key(6))
+  _, got = losses.combined_loss(x, random_params, pyramid_targets, weights,
+                                pyramid)
+  _, base = losses.combined_loss(x, random_params, targets, weights, spec)
+  want = base['style']
+  style_only = dict(weights, content=0.0, tv=0.0)
+  for k in (1, 2):
+    half = lambda a: functools.reduce(lambda b, _: losses.halve(b), range(k), a)
+    level_targets = losses.compute_targets(random_params, half(content),
+                                           [half(style)], None, spec,
+                                           key=jax.random.key(6))
+    _, level = losses.combined_loss(half(x), random_params, level_targets,
+                                    style_only, spec)
+    assert float(level['style']) > 0
+    want = want + level['style']
+  np.testing.assert_allclose(got['style'], want, rtol=1e-5)
+  np.testing.assert_allclose(got['content'], base['content'], rtol=1e-6)
+  np.testing.assert_allclose(got['tv'], base['tv'], rtol=1e-6)

@@ -23,7 +23,7 @@ _DEEP = (('block5_conv2',), ('block1_conv1', 'block2_conv1', 'block3_conv1',
 
 
 def _check_paths_agree(params, hw, layers, style_loss, pooling, normalization,
-                       tile):
+                       tile, style_levels=1):
   """Loss terms and gradient of 'remat' and 'tiles' equal 'plain' (1e-5)."""
   content_layers, style_layers = layers
   keys = jax.random.split(jax.random.key(7), 3)
@@ -32,7 +32,8 @@ def _check_paths_agree(params, hw, layers, style_loss, pooling, normalization,
   style = vgg.preprocess(jax.random.uniform(keys[2], (hw[0] + 9, hw[1] - 5, 3)))
   spec = lambda memory: losses.LossSpec(
       content_layers, style_layers, pooling, normalization, style_loss,
-      sliced_projections=8, memory=memory, tile=tile)
+      sliced_projections=8, memory=memory, tile=tile,
+      style_levels=style_levels)
   targets = losses.compute_targets(params, content, [style], None,
                                    spec('plain'), key=jax.random.key(8))
   # No TV, and content and style of equal size: the gradient compared is the
@@ -78,6 +79,16 @@ def test_paths_agree_at_the_default_depth(random_params, style_loss):
                      'seed', tile=64)
 
 
+@pytest.mark.parametrize('style_loss,pooling', [
+    ('gram', 'max'), ('mean_cov', 'avg'), ('sliced_wasserstein', 'max')])
+def test_paths_agree_with_the_style_pyramid(random_params, style_loss, pooling):
+  # Levels 37 x 27, 18 x 13 and 9 x 6 px (block2 at the last: 4 x 3), each
+  # level tiled in 8 px tiles.
+  _check_paths_agree(random_params, (37, 27), _SHALLOW[:1] + (
+      ('block1_conv1', 'block2_conv1'),), style_loss, pooling, 'normalized',
+                     tile=8, style_levels=3)
+
+
 def _assert_close_to_scale(got, want, tolerance=1e-5):
   """max |got - want| <= tolerance * max |want|: float32 sums in another order."""
   assert got.shape == want.shape
@@ -91,7 +102,7 @@ def test_tiled_targets_equal_plain_targets(random_params):
   for style_loss in losses.STYLE_LOSSES:
     spec = lambda memory: losses.LossSpec(
         *_SHALLOW, style_loss=style_loss, normalization='normalized',
-        sliced_projections=8, memory=memory, tile=16)
+        sliced_projections=8, memory=memory, tile=16, style_levels=2)
     plain = losses.compute_targets(random_params, content, [style], None,
                                    spec('plain'), key=jax.random.key(3))
     tiled = losses.compute_targets(random_params, content, [style], None,

@@ -341,3 +341,41 @@ def test_memory_path_is_chosen_per_scale(tmp_path, monkeypatch):
   paths = [s.memory for s in run_spec.scale_loss_specs]
   assert paths[0] == 'plain' and paths[-1] != 'plain', paths
   assert run_spec.loss_spec == run_spec.scale_loss_specs[-1]
+
+
+def test_style_pyramid_levels_per_scale(tmp_path):
+  # Tubingen is 4:3. Levels halve each scale down to about 64 px here.
+  config = _config(image_size=256, scales=3, style_pyramid_size=64)
+  plan = spec.parse(config, tmp_path / 'run')
+  assert [s.style_levels for s in plan.scale_loss_specs] == [1, 2, 3]
+  off = spec.parse(_config(image_size=256, style_pyramid_size=0),
+                   tmp_path / 'run')
+  assert off.loss_spec.style_levels == 1
+  # A small style image limits the levels instead of failing: at
+  # style_scale 0.25 the painting is 64 px wide and 50 px high at 256 px,
+  # and block5 needs 16 px a side, so it can be halved once.
+  small = spec.parse(_config(image_size=256, style_pyramid_size=32,
+                             style_scale=0.25), tmp_path / 'run')
+  assert small.loss_spec.style_levels == 2
+  # At 256: 512 px gets 512 and 256 px levels; off by default.
+  starry_512 = starry.get_config()
+  assert spec.parse(starry_512, tmp_path / 'run').loss_spec.style_levels == 1
+  starry_512.style_pyramid_size = 256
+  assert spec.parse(starry_512, tmp_path / 'run').loss_spec.style_levels == 2
+
+
+def test_style_pyramid_runs_per_scale(tmp_path):
+  # 64 then 128 px, the pyramid down to about 32 px: one coarse level at
+  # the first scale, two at the second, each logged.
+  config = _config(image_size=128, scales=2, scale_iterations='2,2',
+                   style_pyramid_size=32)
+  lines = []
+  result = transfer.run(config, tmp_path / 'run', log=lines.append)
+  assert result['iterations'] == 4
+  pyramids = [l.split('; style also at ')[1] for l in lines
+              if l.startswith('content:')]
+  assert pyramids == ['32x24 px (style pyramid)',
+                      '64x48, 32x24 px (style pyramid)']
+  rows = [json.loads(l) for l in
+          (tmp_path / 'run' / 'losses.jsonl').read_text().splitlines()]
+  assert all(np.isfinite(r['total']) for r in rows)
