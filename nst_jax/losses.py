@@ -783,13 +783,11 @@ def _losses_from_statistics(x: jax.Array, params: Mapping, targets: Mapping,
                             ) -> tuple[jax.Array, jax.Array]:
   """(content, style) sums of `combined_loss` for memory 'remat' / 'tiles'."""
   norm = spec.normalization
-  directions = ({layer: targets['style'][layer]['directions']
-                 for layer in spec.style_layers}
-                if spec.style_loss == 'sliced_wasserstein' else None)
   stats = _statistics(params, x, spec,
                       {layer: targets['content'][layer]
                        for layer in spec.content_layers},
-                      directions, spec.style_layers)
+                      _target_directions(targets['style'], spec),
+                      spec.style_layers)
   content = 0.0
   for i, layer in enumerate(spec.content_layers):
     sq = stats[layer]['content_sq']
@@ -824,17 +822,33 @@ def _style_only(x: jax.Array, params: Mapping, style_targets_: Mapping,
   """The weighted style sum of one pyramid level x float32[h, w, 3]."""
   if spec.memory == 'plain':
     features = vgg.extract_features(params, x, spec.style_layers, spec.pooling)
-    layer_loss = _STYLE_LAYER_LOSSES[spec.style_loss]
-    return sum(weights['style_layers'][i] *
-               layer_loss(features[layer], style_targets_[layer],
-                          spec.normalization)
-               for i, layer in enumerate(spec.style_layers))
-  directions = ({layer: style_targets_[layer]['directions']
-                 for layer in spec.style_layers}
-                if spec.style_loss == 'sliced_wasserstein' else None)
-  stats = _statistics(params, x, spec, None, directions, spec.style_layers)
+    return _style_from_features(features, style_targets_, weights, spec)
+  stats = _statistics(params, x, spec, None,
+                      _target_directions(style_targets_, spec),
+                      spec.style_layers)
   return _style_from_statistics(stats, x.shape[:2], style_targets_, weights,
                                 spec)
+
+
+def _style_from_features(features: Mapping[str, jax.Array],
+                         style_targets_: Mapping,
+                         weights: Mapping[str, jax.Array], spec: LossSpec
+                         ) -> jax.Array:
+  """The weighted style sum from whole-image features {layer: [h, w, C]}."""
+  layer_loss = _STYLE_LAYER_LOSSES[spec.style_loss]
+  return sum(weights['style_layers'][i] *
+             layer_loss(features[layer], style_targets_[layer],
+                        spec.normalization)
+             for i, layer in enumerate(spec.style_layers))
+
+
+def _target_directions(style_targets_: Mapping, spec: LossSpec
+                       ) -> dict[str, jax.Array] | None:
+  """{layer: float32[C, P]} of sliced-Wasserstein targets; None otherwise."""
+  if spec.style_loss != 'sliced_wasserstein':
+    return None
+  return {layer: style_targets_[layer]['directions']
+          for layer in spec.style_layers}
 
 
 def combined_loss(x: jax.Array, params: Mapping, targets: Mapping,
@@ -861,10 +875,7 @@ def combined_loss(x: jax.Array, params: Mapping, targets: Mapping,
     content = sum(weights['content_layers'][i] *
                   content_loss(features[layer], targets['content'][layer], norm)
                   for i, layer in enumerate(spec.content_layers))
-    layer_loss = _STYLE_LAYER_LOSSES[spec.style_loss]
-    style = sum(weights['style_layers'][i] *
-                layer_loss(features[layer], targets['style'][layer], norm)
-                for i, layer in enumerate(spec.style_layers))
+    style = _style_from_features(features, targets['style'], weights, spec)
   else:
     content, style = _losses_from_statistics(x, params, targets, weights, spec)
   # The style pyramid: each level's loss is a mean like the picture's, so
