@@ -25,7 +25,9 @@ Workdir layout (a single run / a sweep):
 
 import collections
 import json
+import os
 import signal
+import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -137,6 +139,18 @@ def _put(value, sharding: NamedSharding) -> jax.Array:
                                       lambda index: value[index])
 
 
+def _wait_in_python(x: jax.Array, poll_seconds: float = 0.05) -> None:
+  """Waits for an asynchronously dispatched x in short sleeps.
+
+  Python runs signal handlers only between bytecodes: a main thread blocked
+  in a compiled chunk (minutes at 4096 px) would hear Ctrl-C only when the
+  chunk ends. Sleeping in Python keeps the handlers prompt, so a second
+  signal quits at once.
+  """
+  while not x.is_ready():
+    time.sleep(poll_seconds)
+
+
 def _host(x: jax.Array) -> np.ndarray:
   """The whole of a (possibly multi-host) array, on this host."""
   if jax.process_count() == 1:
@@ -227,12 +241,14 @@ class _StopRequests:
   """Turns SIGINT/SIGTERM into a flag checked between chunks.
 
   The first signal lets the current chunk finish (it is compiled code and
-  cannot be stopped half-way without losing it); a second one exits at once.
+  cannot be stopped half-way without losing it); a second one exits at once,
+  leaving the state saved last (`_Run.save`) in `workdir` to resume from.
   """
 
-  def __init__(self, log: Log):
+  def __init__(self, log: Log, workdir: Path | None = None):
     self.signal_name = None
     self._log = log
+    self._workdir = workdir
     self._previous = {}
 
   def __enter__(self):
@@ -244,8 +260,19 @@ class _StopRequests:
 
   def _handle(self, signum, frame):
     if self.signal_name is not None:
-      signal.signal(signum, self._previous.get(signum, signal.SIG_DFL))
-      raise KeyboardInterrupt
+      # A compiled chunk may still be running: unwinding Python under it
+      # crashes the interpreter's shutdown, so leave at once instead. Every
+      # file is written atomically, so nothing is left half-written.
+      where = ''
+      if self._workdir and (self._workdir / spec_lib.STATE_FILE).is_file():
+        where = ('; continue from the state saved last with --config.resume='
+                 f'{self._workdir}')
+      elif self._workdir:
+        where = '; no state was saved yet, so the run starts over'
+      print(f'{signal.Signals(signum).name} again: quit without finishing '
+            f'the chunk{where}', file=sys.stderr, flush=True)
+      sys.stdout.flush()
+      os._exit(130)
     self.signal_name = signal.Signals(signum).name
     self._log(f'{self.signal_name}: finishing this chunk, then saving the '
               'images and a resumable state (send it again to quit now)')
@@ -397,7 +424,7 @@ def run(spec: spec_lib.RunSpec, log: Log = print) -> dict[str, Any]:
         f'{len(calls)} call(s) of {len(calls[0])}')
 
   sharding = None
-  with _StopRequests(log) as stop:
+  with _StopRequests(log, spec.workdir) as stop:
     for call_index, call in enumerate(calls):
       if call_index < first_call:
         continue
@@ -505,6 +532,7 @@ def _chunks(r: _Run, members, problem, state, chunk_fn, terms_fn, args,
     # Running members move in step: they share the iteration count.
     steps = min(spec.snapshot_every, total - int(iteration[running].max()))
     state = chunk_fn(state, _put(np.int32(steps), replicated), *args)
+    _wait_in_python(state.iteration)
     terms = {k: _host(v) for k, v in terms_fn(state.x, *args).items()}
     elapsed = time.perf_counter() - t_start
     it, evals = _host(state.iteration), _host(state.evaluations)

@@ -170,9 +170,34 @@ def test_unknown_config_field_is_reported(tmp_path):
   assert any('stlye_weight' in p for p in _problems(config, tmp_path / 'run'))
 
 
+def test_signals_are_heard_during_a_long_chunk(tmp_path):
+  # One chunk of 100000 iterations (minutes): the first SIGTERM is reported
+  # while it runs, the second quits at once with one line and no crash.
+  import signal
+  workdir = tmp_path / 'long'
+  proc = subprocess.Popen(
+      [sys.executable, str(REPO / 'scripts' / 'run.py'),
+       '--config=configs/starry.py:quick', '--config.image_size=48',
+       '--config.max_iterations=100000', '--config.snapshot_every=100000',
+       f'--workdir={workdir}'], cwd=REPO,
+      env=dict(os.environ, PYTHONUNBUFFERED='1'), stdout=subprocess.PIPE,
+      stderr=subprocess.PIPE, text=True)
+  for line in proc.stdout:
+    if line.startswith('compiled and evaluated'):
+      proc.send_signal(signal.SIGTERM)
+    if line.startswith('SIGTERM: finishing this chunk'):
+      proc.send_signal(signal.SIGTERM)
+      break
+  out, err = proc.communicate(timeout=120)
+  assert proc.returncode == 130, err
+  assert err.strip().splitlines() == [
+      'SIGTERM again: quit without finishing the chunk; no state was saved '
+      'yet, so the run starts over'], err
+  assert not (workdir / 'final.png').exists()
+
+
 def test_sigint_saves_state_and_resume_matches_uninterrupted(tmp_path):
   import signal
-  import time
   args = ['--config=configs/starry.py:quick', '--config.image_size=48',
           '--config.max_iterations=10', '--config.snapshot_every=2']
   workdir = tmp_path / 'interrupted'
