@@ -220,7 +220,12 @@ class RunSpec:
 
   def style_long_side(self, hw: tuple[int, int]) -> int:
     """The style images' long side at a scale whose content is (H, W)."""
-    return max(1, round(self.style_scale * max(hw)))
+    return style_long_side(self.style_scale, hw)
+
+
+def style_long_side(style_scale: float, hw: tuple[int, int]) -> int:
+  """Style images' long side (px) for content (H, W): style_scale x its long side."""
+  return max(1, round(style_scale * max(hw)))
 
 
 # --- Small parsers ---------------------------------------------------------------
@@ -597,7 +602,7 @@ def _pyramid_levels(config, hws: list[tuple[int, int]],
   levels = min(losses.style_pyramid_levels(hw, config.style_pyramid_size,
                                            min_side) for hw in hws)
   for hw in hws:
-    long_side = max(1, round(config.style_scale * max(hw)))
+    long_side = style_long_side(config.style_scale, hw)
     for size in style_sizes:
       short = size and min(image_lib.resized_hw(size, long_side))
       while short and levels > 1 and short >> (levels - 1) < min_side:
@@ -683,7 +688,7 @@ def parse(config: ml_collections.ConfigDict, workdir: str | os.PathLike | None,
     except UserError as e:
       problems.append(f'config.style: {e}')
   for hws in {m.scale_hws[0] for m in members}:
-    long_side = max(1, round(config.style_scale * max(hws)))
+    long_side = style_long_side(config.style_scale, hws)
     for text, size in style_sizes.items():
       hw = size and image_lib.resized_hw(size, long_side)
       if hw and min(hw) < min_side:
