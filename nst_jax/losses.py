@@ -860,7 +860,9 @@ def combined_loss(x: jax.Array, params: Mapping, targets: Mapping,
     x: the image being optimised, Caffe space float32[H, W, 3].
     params: VGG19 params (traced: never closed over).
     targets: from `compute_targets` with the same spec.
-    weights: traced scalars 'content', 'style', 'tv' and the per-layer vectors
+    weights: traced scalars 'content', 'style', 'tv', 'style_pyramid' (each
+      pyramid level's weight relative to the level above; read only when
+      spec.style_levels > 1) and the per-layer vectors
       'content_layers' float32[len(spec.content_layers)] and 'style_layers'
       float32[len(spec.style_layers)].
     spec: static loss structure.
@@ -879,12 +881,14 @@ def combined_loss(x: jax.Array, params: Mapping, targets: Mapping,
   else:
     content, style = _losses_from_statistics(x, params, targets, weights, spec)
   # The style pyramid: each level's loss is a mean like the picture's, so
-  # the levels add with equal weight.
-  level = x
+  # weight 1 adds the levels as equals; level k gets weights['style_pyramid']
+  # to the power k.
+  level, level_weight = x, 1.0
   for k in range(spec.style_levels - 1):
     level = halve(level)
-    style = style + _style_only(level, params, targets['style_coarse'][k],
-                                weights, spec)
+    level_weight = level_weight * weights['style_pyramid']
+    style = style + level_weight * _style_only(
+        level, params, targets['style_coarse'][k], weights, spec)
   terms = {
       'content': weights['content'] * content,
       'style': weights['style'] * style,

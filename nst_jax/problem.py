@@ -173,6 +173,7 @@ def build_problem(spec: spec_lib.RunSpec, members: Sequence[spec_lib.Member],
     starts.append(vgg.preprocess(start))
   weights = [{'content': jnp.float32(w['content']),
               'style': jnp.float32(w['style']), 'tv': jnp.float32(w['tv']),
+              'style_pyramid': jnp.float32(w['style_pyramid']),
               'content_layers': jnp.ones(len(loss_spec.content_layers),
                                          jnp.float32),
               'style_layers': jnp.asarray(w['style_layers'], jnp.float32)}

@@ -63,6 +63,10 @@ def default_config() -> ml_collections.ConfigDict:
   # alike, so a large picture keeps a small one's large strokes; e.g. 256.
   # 0 = full size only: the default weights were chosen without it (README).
   c.style_pyramid_size = 0
+  # Weight of each coarser level relative to the level above it (level k of
+  # the pyramid gets this to the power k): below 1 the full-size picture's
+  # strokes lead and the coarse levels only keep the large shapes.
+  c.style_pyramid_weight = 1.0
   c.style_loss = 'gram'         # 'gram', 'mean_cov' or 'sliced_wasserstein'
   # Chosen on scripts/compare.py's structure/style front (README, Defaults):
   # with means, the same weights give the same loss balance at every
@@ -162,11 +166,13 @@ class Member:
 
   @property
   def loss_weights(self) -> dict[str, Any]:
-    """{'content', 'style', 'tv': float, 'style_layers': tuple of float}."""
+    """{'content', 'style', 'tv', 'style_pyramid': float,
+    'style_layers': tuple of float}."""
     c = self.config
     count = len(split_list(c.style_layers))
     return {'content': float(c.content_weight), 'style': float(c.style_weight),
             'tv': float(c.tv_weight),
+            'style_pyramid': float(c.style_pyramid_weight),
             'style_layers': _floats('style_layer_weights', c.style_layer_weights,
                                     count, [])}
 
@@ -486,7 +492,8 @@ def _check_fields(config, problems: list[str]) -> None:
       ('first_step_fraction', dict(minimum=1e-9, maximum=1.0)),
       ('learning_rate', dict(minimum=1e-12)),
       ('tile', dict(integer=True, minimum=0, maximum=16384)),
-      ('style_pyramid_size', dict(integer=True, minimum=0, maximum=16384))):
+      ('style_pyramid_size', dict(integer=True, minimum=0, maximum=16384)),
+      ('style_pyramid_weight', dict(minimum=0, maximum=1e3))):
     check_number(config, field, problems, **kwargs)
   scale_iterations = config.get('scale_iterations')
   if not isinstance(scale_iterations, str):

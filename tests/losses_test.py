@@ -86,6 +86,7 @@ def _problem(params, normalization, dtype=jnp.float32, size=32,
                                    key=jax.random.key(6))
   weights = {'content': jnp.asarray(0.5, dtype), 'style': jnp.asarray(2.0, dtype),
              'tv': jnp.asarray(0.1, dtype),
+             'style_pyramid': jnp.asarray(0.4, dtype),
              'content_layers': jnp.ones(1, dtype),
              'style_layers': jnp.asarray([0.2, 0.3, 0.5], dtype)}
   return spec, targets, weights, x
@@ -385,8 +386,9 @@ def test_style_pyramid_levels(hw, coarsest, min_side, levels):
 
 @pytest.mark.parametrize('style_loss', losses.STYLE_LOSSES)
 def test_style_pyramid_adds_the_halved_levels(random_params, style_loss):
-  # The pyramid's style term is the picture's plus, per level, the style loss
-  # of the picture halved k times against the style image halved k times.
+  # The pyramid's style term is the picture's plus, per level k, the style
+  # loss of the picture halved k times against the style image halved k
+  # times, weighted by weights['style_pyramid'] ** k (0.4 here).
   spec, targets, weights, x = _problem(random_params, 'normalized',
                                        style_loss=style_loss, size=48)
   pyramid = dataclasses.replace(spec, style_levels=3)
@@ -408,7 +410,7 @@ def test_style_pyramid_adds_the_halved_levels(random_params, style_loss):
     _, level = losses.combined_loss(half(x), random_params, level_targets,
                                     style_only, spec)
     assert float(level['style']) > 0
-    want = want + level['style']
+    want = want + 0.4 ** k * level['style']
   np.testing.assert_allclose(got['style'], want, rtol=1e-5)
   np.testing.assert_allclose(got['content'], base['content'], rtol=1e-6)
   np.testing.assert_allclose(got['tv'], base['tv'], rtol=1e-6)

@@ -38,7 +38,7 @@ def _check_paths_agree(params, hw, layers, style_loss, pooling, normalization,
                                    spec('plain'), key=jax.random.key(8))
   # No TV, and content and style of equal size: the gradient compared is the
   # network's, not the (path-independent) TV term's.
-  base = {'content': 1.0, 'style': 1.0, 'tv': 0.0,
+  base = {'content': 1.0, 'style': 1.0, 'tv': 0.0, 'style_pyramid': 0.6,
           'content_layers': jnp.ones(len(content_layers)),
           'style_layers': jnp.linspace(1.0, 2.0, len(style_layers))}
   _, terms = losses.combined_loss(x, params, targets, base, spec('plain'))
