@@ -860,9 +860,9 @@ def combined_loss(x: jax.Array, params: Mapping, targets: Mapping,
     x: the image being optimised, Caffe space float32[H, W, 3].
     params: VGG19 params (traced: never closed over).
     targets: from `compute_targets` with the same spec.
-    weights: traced scalars 'content', 'style', 'tv', 'style_pyramid' (each
-      pyramid level's weight relative to the level above; read only when
-      spec.style_levels > 1) and the per-layer vectors
+    weights: traced scalars 'content', 'style', 'tv', 'style_pyramid' (the
+      weight of each coarser pyramid level, the picture's being 1; read only
+      when spec.style_levels > 1) and the per-layer vectors
       'content_layers' float32[len(spec.content_layers)] and 'style_layers'
       float32[len(spec.style_layers)].
     spec: static loss structure.
@@ -881,13 +881,13 @@ def combined_loss(x: jax.Array, params: Mapping, targets: Mapping,
   else:
     content, style = _losses_from_statistics(x, params, targets, weights, spec)
   # The style pyramid: each level's loss is a mean like the picture's, so
-  # weight 1 adds the levels as equals; level k gets weights['style_pyramid']
-  # to the power k.
-  level, level_weight = x, 1.0
+  # weight 1 adds the levels as equals. Every coarser level gets the same
+  # weight, so the coarsest one (whose strokes set the look) weighs the same
+  # at every image_size; a power per level would fade it at large sizes.
+  level = x
   for k in range(spec.style_levels - 1):
     level = halve(level)
-    level_weight = level_weight * weights['style_pyramid']
-    style = style + level_weight * _style_only(
+    style = style + weights['style_pyramid'] * _style_only(
         level, params, targets['style_coarse'][k], weights, spec)
   terms = {
       'content': weights['content'] * content,

@@ -63,9 +63,8 @@ def default_config() -> ml_collections.ConfigDict:
   # alike, so a large picture keeps a small one's large strokes; e.g. 256.
   # 0 = full size only: the default weights were chosen without it (README).
   c.style_pyramid_size = 0
-  # Weight of each coarser level relative to the level above it (level k of
-  # the pyramid gets this to the power k): below 1 the full-size picture's
-  # strokes lead and the coarse levels only keep the large shapes.
+  # Weight of every coarser level, the full-size picture's being 1: below 1
+  # the full-size strokes lead and the coarse levels keep the large shapes.
   c.style_pyramid_weight = 1.0
   c.style_loss = 'gram'         # 'gram', 'mean_cov' or 'sliced_wasserstein'
   # Chosen on scripts/compare.py's structure/style front (README, Defaults):

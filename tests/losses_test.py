@@ -388,7 +388,7 @@ def test_style_pyramid_levels(hw, coarsest, min_side, levels):
 def test_style_pyramid_adds_the_halved_levels(random_params, style_loss):
   # The pyramid's style term is the picture's plus, per level k, the style
   # loss of the picture halved k times against the style image halved k
-  # times, weighted by weights['style_pyramid'] ** k (0.4 here).
+  # times, each weighted by weights['style_pyramid'] (0.4 here).
   spec, targets, weights, x = _problem(random_params, 'normalized',
                                        style_loss=style_loss, size=48)
   pyramid = dataclasses.replace(spec, style_levels=3)
@@ -410,7 +410,7 @@ def test_style_pyramid_adds_the_halved_levels(random_params, style_loss):
     _, level = losses.combined_loss(half(x), random_params, level_targets,
                                     style_only, spec)
     assert float(level['style']) > 0
-    want = want + 0.4 ** k * level['style']
+    want = want + 0.4 * level['style']
   np.testing.assert_allclose(got['style'], want, rtol=1e-5)
   np.testing.assert_allclose(got['content'], base['content'], rtol=1e-6)
   np.testing.assert_allclose(got['tv'], base['tv'], rtol=1e-6)
