@@ -382,11 +382,11 @@ def test_style_pyramid_levels_per_scale(tmp_path):
   small = spec.parse(_config(image_size=256, style_pyramid_size=32,
                              style_scale=0.25), tmp_path / 'run')
   assert small.loss_spec.style_levels == 2
-  # At 256: 512 px gets 512 and 256 px levels; off by default.
+  # The default, 256: 512 px gets 512 and 256 px levels; 0 turns it off.
   starry_512 = starry.get_config()
-  assert spec.parse(starry_512, tmp_path / 'run').loss_spec.style_levels == 1
-  starry_512.style_pyramid_size = 256
   assert spec.parse(starry_512, tmp_path / 'run').loss_spec.style_levels == 2
+  starry_512.style_pyramid_size = 0
+  assert spec.parse(starry_512, tmp_path / 'run').loss_spec.style_levels == 1
 
 
 def test_style_pyramid_runs_per_scale(tmp_path):
