@@ -5,10 +5,12 @@ has the same size are optimised together, `slots` at a time, by one compiled,
 sharded program (`jax.vmap` over the members; a single member is not vmapped,
 so a single run costs what it always did). For each group of members it goes
 through the scales (coarse-to-fine), and at each scale through chunks of
-`snapshot_every` iterations, each one `optimize.run_chunk` call; between
-chunks it logs progress, writes a snapshot per member, appends to
-losses.jsonl and saves the resumable state (atomically, so a run killed even
-with SIGKILL resumes from its last saved chunk). Ctrl-C / SIGTERM finish the
+`snapshot_every` iterations, each one `optimize.run_chunk` call, cut shorter
+where an iteration is slow so that a chunk lasts about CHUNK_SECONDS; between
+chunks it logs progress, appends to losses.jsonl and saves the resumable
+state (atomically, so a run killed even with SIGKILL, e.g. by the OOM
+killer, resumes from its last saved chunk), and every `snapshot_every`
+iterations writes a snapshot per member. Ctrl-C / SIGTERM finish the
 chunk, save and raise `Interrupted`; a NaN stops a member and keeps its last
 finite image.
 
@@ -137,6 +139,28 @@ def _put(value, sharding: NamedSharding) -> jax.Array:
   value = np.asarray(value)
   return jax.make_array_from_callback(value.shape, sharding,
                                       lambda index: value[index])
+
+
+# A chunk is cut short where iterations are slow, so that the state is saved
+# (and Ctrl-C answered by a finished chunk) at least every few minutes.
+CHUNK_SECONDS = 300.0
+
+
+def chunk_steps(iteration: int, total: int, snapshot_every: int,
+                seconds_per_iteration: float,
+                chunk_seconds: float | None = None) -> int:
+  """Iterations in the next chunk, >= 1.
+
+  Up to the next multiple of `snapshot_every` (and at most to `total`), and
+  no more than fit in `chunk_seconds` (default CHUNK_SECONDS) at
+  `seconds_per_iteration` (the last chunk's, or the start point's compile
+  and evaluation before any chunk has run).
+  """
+  chunk_seconds = CHUNK_SECONDS if chunk_seconds is None else chunk_seconds
+  steps = min(snapshot_every - iteration % snapshot_every, total - iteration)
+  if seconds_per_iteration > 0:
+    steps = min(steps, int(chunk_seconds // seconds_per_iteration))
+  return max(1, steps)
 
 
 def _wait_in_python(x: jax.Array, poll_seconds: float = 0.05) -> None:
@@ -490,9 +514,10 @@ def _optimise_call(r: _Run, members: Sequence[spec_lib.Member], call_index: int,
             jax.tree.map(lambda v: _put(v, batched), problem.weights))
     t0, compiles = time.perf_counter(), runtime.compile_counts()
     state = init_fn(_put(problem.x0, batched), *args)
-    state.value.block_until_ready()
+    _wait_in_python(state.value)
+    start_seconds = time.perf_counter() - t0
     r.log(f'compiled and evaluated the start point'
-          f'{"s" if len(members) > 1 else ""} in {time.perf_counter() - t0:.1f}s'
+          f'{"s" if len(members) > 1 else ""} in {start_seconds:.1f}s'
           + (f' (loss {float(_host(state.value)[0]):.4g})'
              if len(members) == 1 else '')
           + f'; {runtime.describe_compiles(compiles)}')
@@ -501,7 +526,7 @@ def _optimise_call(r: _Run, members: Sequence[spec_lib.Member], call_index: int,
       r.log(f'resuming {spec.workdir} at iteration '
             f'{int(_host(state.iteration).max())}')
     state = _chunks(r, members, problem, state, chunk_fn, terms_fn, args,
-                    replicated, call_index, scale, stop)
+                    replicated, call_index, scale, stop, start_seconds)
     diverged |= _host(state.status) == optimize.NONFINITE
     if diverged.all():
       break
@@ -513,8 +538,12 @@ def _optimise_call(r: _Run, members: Sequence[spec_lib.Member], call_index: int,
 
 def _chunks(r: _Run, members, problem, state, chunk_fn, terms_fn, args,
             replicated: NamedSharding, call_index: int, scale: int,
-            stop: _StopRequests):
-  """The chunks of one scale: optimise, log, snapshot, save; returns the state."""
+            stop: _StopRequests, start_seconds: float):
+  """The chunks of one scale: optimise, log, snapshot, save; returns the state.
+
+  `start_seconds` (compiling and one evaluation) bounds the first chunk's
+  length until a chunk has been timed.
+  """
   spec, total = r.spec, r.spec.scale_iterations[scale]
   num_scales = len(members[0].scale_hws)
   t_start = time.perf_counter()
@@ -524,31 +553,42 @@ def _chunks(r: _Run, members, problem, state, chunk_fn, terms_fn, args,
   first_slots: dict[int, tuple[int, spec_lib.Member]] = {}
   for slot, m in enumerate(members):
     first_slots.setdefault(m.index, (slot, m))
+  seconds_per_iteration = start_seconds
   while True:
     iteration, status = _host(state.iteration), _host(state.status)
     running = (status == optimize.RUNNING) & (iteration < total)
     if not running.any():
       return state
     # Running members move in step: they share the iteration count.
-    steps = min(spec.snapshot_every, total - int(iteration[running].max()))
+    current = int(iteration[running].max())
+    steps = chunk_steps(current, total, spec.snapshot_every,
+                        seconds_per_iteration)
+    t_chunk = time.perf_counter()
     state = chunk_fn(state, _put(np.int32(steps), replicated), *args)
     _wait_in_python(state.iteration)
+    seconds_per_iteration = (time.perf_counter() - t_chunk) / steps
     terms = {k: _host(v) for k, v in terms_fn(state.x, *args).items()}
     elapsed = time.perf_counter() - t_start
     it, evals = _host(state.iteration), _host(state.evaluations)
-    pictures = problem.output_rgb(jnp.asarray(_host(state.x)))
+    done = int(it.max())
+    still = (_host(state.status) == optimize.RUNNING) & (it < total)
+    # A chunk cut short for time saves the state but writes no PNG (30 MB
+    # at 4096 px): snapshots stay every snapshot_every iterations.
+    snapshot = (done % spec.snapshot_every == 0 or not still.any()
+                or bool(stop.signal_name))
+    pictures = problem.output_rgb(jnp.asarray(_host(state.x))) \
+        if snapshot and r.writer else None
     for slot, m in first_slots.values():
       row = {'scale': scale + 1, 'iteration': int(it[slot]),
              'evaluations': int(evals[slot]),
              **{k: float(v[slot]) for k, v in terms.items()},
              'seconds': round(elapsed, 3)}
       r.rows.append({'member': m.index, **row} if spec.sweep else row)
-      if r.writer:
+      if pictures is not None:
         image_lib.save_png(r.snapshot_path(m, int(it[slot]), scale),
                            pictures[slot], r.metadata[m.index])
     r.write_text('losses.jsonl', ''.join(json.dumps(x) + '\n' for x in r.rows))
     rate = (evals.sum() - evals_start) / elapsed if elapsed > 0 else float('nan')
-    done = int(it.max())
     per_iteration = elapsed / max(done - it_start, 1)
     eta = per_iteration * (total - done)
     where = f'scale {scale + 1}/{num_scales} ' if num_scales > 1 else ''

@@ -17,6 +17,7 @@ from PIL import Image
 from configs import default as default_config
 from configs import starry
 from nst_jax import memory
+from nst_jax import engine
 from nst_jax import spec
 from nst_jax import transfer
 from nst_jax.errors import UserError
@@ -168,6 +169,39 @@ def test_unknown_config_field_is_reported(tmp_path):
   import ml_collections
   config = ml_collections.ConfigDict(dict(_config().to_dict(), stlye_weight=3.0))
   assert any('stlye_weight' in p for p in _problems(config, tmp_path / 'run'))
+
+
+@pytest.mark.parametrize('iteration,total,every,seconds,steps', [
+    (0, 300, 50, 2.0, 50),      # fast: up to the next snapshot
+    (30, 300, 50, 2.0, 20),     # resumed mid-way: back on the snapshot grid
+    (290, 300, 50, 2.0, 10),    # the scale's end
+    (0, 10, 10, 140.0, 2),      # 4096 px: 300 s fit two iterations
+    (0, 10, 10, 900.0, 1),      # slower than the bound: still one
+    (0, 300, 50, 0.0, 50),      # nothing timed yet
+])
+def test_chunk_steps(iteration, total, every, seconds, steps):
+  assert engine.chunk_steps(iteration, total, every, seconds,
+                            chunk_seconds=300.0) == steps
+
+
+def test_chunks_cut_for_time_give_the_same_picture(tmp_path, monkeypatch):
+  # Every chunk cut to one iteration: the state is saved after each, PNG
+  # snapshots stay on the snapshot_every grid, and the pixels are the same.
+  config = _config(image_size=32, max_iterations=6, snapshot_every=3,
+                   content_layers='block2_conv1',
+                   style_layers='block1_conv1,block2_conv1')
+  whole = transfer.run(config, tmp_path / 'whole', log=lambda _: None)
+  monkeypatch.setattr(engine, 'CHUNK_SECONDS', 1e-9)
+  lines = []
+  cut = transfer.run(config, tmp_path / 'cut', log=lines.append)
+  assert sum(l.startswith('iter') for l in lines) == 6
+  rows = [json.loads(l) for l in
+          (tmp_path / 'cut' / 'losses.jsonl').read_text().splitlines()]
+  assert [r['iteration'] for r in rows] == [1, 2, 3, 4, 5, 6]
+  assert sorted(p.name for p in (tmp_path / 'cut' / 'snapshots').iterdir()) \
+      == ['iter_000003.png', 'iter_000006.png']
+  np.testing.assert_array_equal(np.asarray(Image.open(cut['final'])),
+                                np.asarray(Image.open(whole['final'])))
 
 
 def test_signals_are_heard_during_a_long_chunk(tmp_path):
