@@ -82,7 +82,9 @@ def load(path: str | os.PathLike) -> ml_collections.ConfigDict:
   """The config saved in a run's PNG or config.json, over today's defaults.
 
   Fields the saved config lacks (added to nst_jax since) take their defaults
-  from `spec.default_config`; `resume` is cleared, since the result is a new run.
+  from `spec.default_config_for`, the values the older run used where a
+  default has changed since; `resume` is cleared, since the result is a new
+  run.
 
   Raises:
     UserError: the file is missing, unreadable, or holds no nst_jax config.
@@ -94,8 +96,9 @@ def load(path: str | os.PathLike) -> ml_collections.ConfigDict:
   if not path.is_file():
     raise UserError(f'{path} does not exist: pass a PNG or config.json that a '
                     'run wrote')
-  config = spec.default_config()
-  _merge(config, _saved_dict(path), 'config.')
+  saved = _saved_dict(path)
+  config = spec.default_config_for(saved)
+  _merge(config, saved, 'config.')
   config.resume = ''
   return config
 

@@ -20,6 +20,7 @@ import itertools
 import json
 import math
 import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -141,6 +142,20 @@ SWEEP_MODES = ('grid', 'zip')
 MAX_MEMBERS = 4096
 # Fields that may differ between an interrupted run and its resumption.
 RESUMABLE_CHANGES = ('resume', 'max_iterations', 'scale_iterations')
+# Fields whose default changed after they were added, with the value that a
+# config saved without them ran with (the pyramid was off, then its levels
+# weighed 1), so an older run is reproduced or resumed as it was made.
+ABSENT_FIELD_VALUES = {'style_pyramid_size': 0, 'style_pyramid_weight': 1.0}
+
+
+def default_config_for(saved: Mapping[str, Any]) -> ml_collections.ConfigDict:
+  """The defaults under a saved config: today's, except ABSENT_FIELD_VALUES
+  for the fields `saved` (a run's saved config, as a dict) lacks."""
+  config = default_config()
+  for field, value in ABSENT_FIELD_VALUES.items():
+    if field not in saved:
+      config[field] = value
+  return config
 STATE_FILE = 'state.npz'
 # What a folder given as config.sweep.content contributes.
 PHOTO_SUFFIXES = ('.jpg', '.jpeg', '.png', '.tif', '.tiff', '.webp', '.bmp')
@@ -448,9 +463,9 @@ def check_resume(config: ml_collections.ConfigDict) -> Path:
         'was stopped before it finished')
   saved = json.loads(saved_path.read_text())['config']
   current = json.loads(config.to_json())
-  # Fields added to nst_jax after the run was saved: at their defaults, they
+  # Fields added to nst_jax after the run was saved: at these values they
   # change nothing.
-  defaults = json.loads(default_config().to_json())
+  defaults = json.loads(default_config_for(saved).to_json())
   saved.update({k: defaults[k] for k in set(defaults) - set(saved)})
   changed = sorted(k for k in set(saved) | set(current)
                    if k not in RESUMABLE_CHANGES and saved.get(k) != current.get(k))

@@ -16,8 +16,9 @@ from PIL import Image
 
 from configs import default as default_config
 from configs import starry
-from nst_jax import memory
 from nst_jax import engine
+from nst_jax import memory
+from nst_jax import saved_config
 from nst_jax import spec
 from nst_jax import transfer
 from nst_jax.errors import UserError
@@ -313,6 +314,24 @@ def test_resume_refuses_a_changed_config(tmp_path):
                                        max_iterations=9)) == tmp_path
   assert spec.check_resume(_config(resume=str(tmp_path),
                                    scale_iterations='7')) == tmp_path
+
+
+def test_runs_saved_before_a_default_changed_keep_their_values(tmp_path):
+  # A config saved before the style pyramid existed ran without it: loading
+  # it reproduces that run, and resuming it with today's defaults is refused.
+  old = json.loads(_config().to_json())
+  for field in spec.ABSENT_FIELD_VALUES:
+    del old[field]
+  (tmp_path / 'config.json').write_text(json.dumps({'config': old}))
+  loaded = saved_config.load(tmp_path / 'config.json')
+  assert loaded.style_pyramid_size == 0 and loaded.style_pyramid_weight == 1.0
+  assert spec.default_config().style_pyramid_size != 0
+  (tmp_path / 'state.npz').write_bytes(b'')
+  with pytest.raises(UserError, match='style_pyramid_size=0.*style_pyramid_size=256'):
+    spec.check_resume(_config(resume=str(tmp_path)))
+  assert spec.check_resume(_config(
+      resume=str(tmp_path), style_pyramid_size=0,
+      style_pyramid_weight=1.0)) == tmp_path
 
 
 def test_scale_sizes_end_at_image_size(tmp_path):
