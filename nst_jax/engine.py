@@ -6,7 +6,8 @@ sharded program (`jax.vmap` over the members; a single member is not vmapped,
 so a single run costs what it always did). For each group of members it goes
 through the scales (coarse-to-fine), and at each scale through chunks of
 `snapshot_every` iterations, each one `optimize.run_chunk` call, cut shorter
-where an iteration is slow so that a chunk lasts about CHUNK_SECONDS; between
+where an iteration is slow so that a chunk lasts about CHUNK_SECONDS (in a
+single process: processes would time their chunks apart); between
 chunks it logs progress, appends to losses.jsonl and saves the resumable
 state (atomically, so a run killed even with SIGKILL, e.g. by the OOM
 killer, resumes from its last saved chunk), and every `snapshot_every`
@@ -561,8 +562,10 @@ def _chunks(r: _Run, members, problem, state, chunk_fn, terms_fn, args,
       return state
     # Running members move in step: they share the iteration count.
     current = int(iteration[running].max())
+    # Processes time their chunks apart, but must run the same steps.
     steps = chunk_steps(current, total, spec.snapshot_every,
-                        seconds_per_iteration)
+                        seconds_per_iteration if jax.process_count() == 1
+                        else 0.0)
     t_chunk = time.perf_counter()
     state = chunk_fn(state, _put(np.int32(steps), replicated), *args)
     _wait_in_python(state.iteration)
@@ -576,15 +579,16 @@ def _chunks(r: _Run, members, problem, state, chunk_fn, terms_fn, args,
     # at 4096 px): snapshots stay every snapshot_every iterations.
     snapshot = (done % spec.snapshot_every == 0 or not still.any()
                 or bool(stop.signal_name))
+    # _host gathers across processes: every process takes part.
     pictures = problem.output_rgb(jnp.asarray(_host(state.x))) \
-        if snapshot and r.writer else None
+        if snapshot else None
     for slot, m in first_slots.values():
       row = {'scale': scale + 1, 'iteration': int(it[slot]),
              'evaluations': int(evals[slot]),
              **{k: float(v[slot]) for k, v in terms.items()},
              'seconds': round(elapsed, 3)}
       r.rows.append({'member': m.index, **row} if spec.sweep else row)
-      if pictures is not None:
+      if pictures is not None and r.writer:
         image_lib.save_png(r.snapshot_path(m, int(it[slot]), scale),
                            pictures[slot], r.metadata[m.index])
     r.write_text('losses.jsonl', ''.join(json.dumps(x) + '\n' for x in r.rows))
