@@ -555,13 +555,11 @@ def _chunks(r: _Run, members, problem, state, chunk_fn, terms_fn, args,
   for slot, m in enumerate(members):
     first_slots.setdefault(m.index, (slot, m))
   seconds_per_iteration = start_seconds
-  while True:
-    iteration, status = _host(state.iteration), _host(state.status)
-    running = (status == optimize.RUNNING) & (iteration < total)
-    if not running.any():
-      return state
+  it = _host(state.iteration)
+  running = (_host(state.status) == optimize.RUNNING) & (it < total)
+  while running.any():
     # Running members move in step: they share the iteration count.
-    current = int(iteration[running].max())
+    current = int(it[running].max())
     # Processes time their chunks apart, but must run the same steps.
     steps = chunk_steps(current, total, spec.snapshot_every,
                         seconds_per_iteration if jax.process_count() == 1
@@ -574,10 +572,10 @@ def _chunks(r: _Run, members, problem, state, chunk_fn, terms_fn, args,
     elapsed = time.perf_counter() - t_start
     it, evals = _host(state.iteration), _host(state.evaluations)
     done = int(it.max())
-    still = (_host(state.status) == optimize.RUNNING) & (it < total)
+    running = (_host(state.status) == optimize.RUNNING) & (it < total)
     # A chunk cut short for time saves the state but writes no PNG (30 MB
     # at 4096 px): snapshots stay every snapshot_every iterations.
-    snapshot = (done % spec.snapshot_every == 0 or not still.any()
+    snapshot = (done % spec.snapshot_every == 0 or not running.any()
                 or bool(stop.signal_name))
     # _host gathers across processes: every process takes part.
     pictures = problem.output_rgb(jnp.asarray(_host(state.x))) \
@@ -622,6 +620,7 @@ def _chunks(r: _Run, members, problem, state, chunk_fn, terms_fn, args,
           f'stopped by {stop.signal_name} at iteration {done}: the latest '
           f'image is {latest}; continue with the same command plus '
           f'--config.resume={spec.workdir}')
+  return state
 
 
 def _finish_call(r: _Run, members, state, problem, diverged, scale: int
