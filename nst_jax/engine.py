@@ -595,9 +595,12 @@ def _chunks(r: _Run, members, problem, state, chunk_fn, terms_fn, args,
     eta = per_iteration * (total - done)
     where = f'scale {scale + 1}/{num_scales} ' if num_scales > 1 else ''
     if scale + 1 < num_scales:
-      # Later scales, guessed from this one: time grows with the pixel count.
-      pixels = lambda k: float(np.prod(members[0].scale_hws[k]))
-      later = sum(spec.scale_iterations[k] * pixels(k) / pixels(scale)
+      # Later scales, guessed from this one: time grows with the pixel count
+      # and with the memory path's repeated work (4096 px on tiles here).
+      def cost(k: int) -> float:
+        hw = members[0].scale_hws[k]
+        return float(np.prod(hw)) * spec.scale_loss_specs[k].relative_cost(hw)
+      later = sum(spec.scale_iterations[k] * cost(k) / cost(scale)
                   for k in range(scale + 1, num_scales))
       eta_text = (f'ETA {format_seconds(eta)} (all scales ~'
                   f'{format_seconds(eta + per_iteration * later)})')

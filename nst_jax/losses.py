@@ -160,6 +160,30 @@ class LossSpec:
     wanted = set(self.content_layers) | set(self.style_layers)
     return tuple(layer for layer in vgg.CONV_LAYERS if layer in wanted)
 
+  def relative_cost(self, hw: tuple[int, int]) -> float:
+    """Time per pixel of one evaluation on this memory path, plain = 1.
+
+    A model for the run's ETA across scales, not a measurement: 'remat'
+    repeats the forward pass (about a third of forward + backward), and
+    'tiles' repeats it too, on crops that include the halo. On the 2-core
+    CPU at 2048 px this gives 2.3 for 512 px tiles, measured 2.1 (README).
+    """
+    if self.memory == 'plain':
+      return 1.0
+    if self.memory == 'remat':
+      return 4 / 3
+    side, halo, rows, cols = tile_grid(hw, self.layers, self.tile)
+    return 4 / 3 * rows * cols * (side + 2 * halo) ** 2 / (hw[0] * hw[1])
+
+  def describe_memory(self, hw: tuple[int, int]) -> str:
+    """The memory path for an (H, W) image, in words, for the run's log."""
+    if self.memory == 'plain':
+      return 'plain (the whole network)'
+    if self.memory == 'remat':
+      return 'remat (activations recomputed per VGG block)'
+    side, halo, rows, cols = tile_grid(hw, self.layers, self.tile)
+    return f'tiles ({rows}x{cols} tiles of {side} px, halo {halo} px)'
+
 
 def gram_matrix(features: jax.Array, normalize: bool = False) -> jax.Array:
   """Gram matrix of float32[h, w, C] features: float32[C, C] = F^T F.

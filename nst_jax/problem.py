@@ -136,7 +136,7 @@ def build_problem(spec: spec_lib.RunSpec, members: Sequence[spec_lib.Member],
   log(f'content: {", ".join(str(p) for p in loaded)} -> {hw[1]}x{hw[0]} px; '
       'style: ' + ', '.join(f'{p} -> {s.shape[1]}x{s.shape[0]} px'
                             for p, s in zip(spec.style_paths, style_rgbs))
-      + pyramid)
+      + pyramid + f'; memory path: {loss_spec.describe_memory(hw)}')
 
   # Targets depend on the content and, for sliced Wasserstein, on the seed
   # (its projections): compute them once per distinct pair.

@@ -143,6 +143,27 @@ def test_tile_geometry():
   assert losses.tile_grid((100, 75), ('block5_conv1',), 32) == (32, 80, 4, 3)
 
 
+def test_relative_cost_counts_repeated_forward_passes_and_halos():
+  layers = (('block4_conv2',), ('block1_conv1', 'block5_conv1'))
+  plain = losses.LossSpec(*layers)
+  remat = losses.LossSpec(*layers, memory='remat')
+  tiles = losses.LossSpec(*layers, memory='tiles')
+  assert plain.relative_cost((1536, 2048)) == 1.0
+  assert remat.relative_cost((1536, 2048)) == pytest.approx(4 / 3)
+  # 3 x 4 tiles of 512 px, each computed on a 672 px crop (halo 80).
+  assert tiles.relative_cost((1536, 2048)) == pytest.approx(
+      4 / 3 * 12 * 672 ** 2 / (1536 * 2048))
+  assert 2.2 < tiles.relative_cost((1536, 2048)) < 2.4
+  # Per pixel, the same wherever the tiles divide the image; a small image
+  # is one small crop and pays for a whole halo around it.
+  assert tiles.relative_cost((3072, 4096)) == pytest.approx(
+      tiles.relative_cost((1536, 2048)))
+  assert tiles.relative_cost((96, 128)) > tiles.relative_cost((1536, 2048))
+  assert tiles.describe_memory((1536, 2048)) == (
+      'tiles (3x4 tiles of 512 px, halo 80 px)')
+  assert plain.describe_memory((96, 128)) == 'plain (the whole network)'
+
+
 def test_loss_spec_rejects_an_unknown_memory_path():
   with pytest.raises(ValueError, match='memory'):
     losses.LossSpec(('block1_conv1',), (), memory='swap')

@@ -17,6 +17,7 @@ from PIL import Image
 from configs import default as default_config
 from configs import starry
 from nst_jax import engine
+from nst_jax import losses
 from nst_jax import memory
 from nst_jax import saved_config
 from nst_jax import spec
@@ -421,6 +422,26 @@ def test_memory_path_is_chosen_per_scale(tmp_path, monkeypatch):
   assert run_spec.loss_spec == run_spec.scale_loss_specs[-1]
 
 
+def test_log_names_each_scales_memory_path(tmp_path):
+  # 64 then 128 px on 32 px tiles: a 2x2 grid at 64x48, 3x4 at 128x96,
+  # each named on its scale's line. Shallow layers keep the halo small.
+  config = _config(image_size=128, scales=2, scale_iterations='1,1',
+                   memory='tiles', tile=32, style_pyramid_size=0,
+                   content_layers='block2_conv1',
+                   style_layers='block1_conv1,block2_conv1')
+  lines = []
+  transfer.run(config, tmp_path / 'run', log=lines.append)
+  paths = [l.split('; memory path: ')[1] for l in lines
+           if l.startswith('content:')]
+  halo = losses.tile_halo(spec.parse(config, tmp_path / 'x').loss_spec.layers)
+  assert paths == [f'tiles (2x2 tiles of 32 px, halo {halo} px)',
+                   f'tiles (3x4 tiles of 32 px, halo {halo} px)']
+  lines = []
+  transfer.run(_config(max_iterations=1), tmp_path / 'plain', log=lines.append)
+  plain = [l for l in lines if l.startswith('content:')]
+  assert plain[0].endswith('; memory path: plain (the whole network)'), plain
+
+
 def test_style_pyramid_levels_per_scale(tmp_path):
   # Tubingen is 4:3. Levels halve each scale down to about 64 px here.
   config = _config(image_size=256, scales=3, style_pyramid_size=64)
@@ -450,8 +471,8 @@ def test_style_pyramid_runs_per_scale(tmp_path):
   lines = []
   result = transfer.run(config, tmp_path / 'run', log=lines.append)
   assert result['iterations'] == 4
-  pyramids = [l.split('; style also at ')[1] for l in lines
-              if l.startswith('content:')]
+  pyramids = [l.split('; style also at ')[1].split('; memory path')[0]
+              for l in lines if l.startswith('content:')]
   assert pyramids == ['32x24 px (style pyramid)',
                       '64x48, 32x24 px (style pyramid)']
   rows = [json.loads(l) for l in
