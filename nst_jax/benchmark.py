@@ -32,6 +32,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from nst_jax import engine
+from nst_jax import memory
 from nst_jax import optimize
 from nst_jax import problem as problem_lib
 from nst_jax import spec as spec_lib
@@ -41,14 +42,15 @@ from nst_jax import weights as weights_lib
 OPTIMIZERS = ('lbfgs', 'scipy_lbfgsb', 'optax_lbfgs', 'adam', 'jaxopt_defaults')
 
 
-def _problem(size: int, log):
+def _problem(size: int, log, memory_path: str = 'auto'):
   """(loss, x0, args, spec) for Tübingen + The Starry Night at `size` px.
 
-  The engine's own spec, problem and loss, for its one member; nothing is
-  written.
+  The engine's own spec, problem and loss, for its one member, on
+  `memory_path` (config.memory); nothing is written.
   """
   config = spec_lib.default_config()
   config.image_size = size
+  config.memory = memory_path
   spec = spec_lib.parse(config, workdir=False)
   params, _ = weights_lib.load_vgg19_params(spec.weights_path, log=log)
   problem = problem_lib.build_problem(spec, spec.members, 0,
@@ -198,13 +200,21 @@ def measure(size: int = 128, budgets=(50, 100, 200), optimizers=OPTIMIZERS,
           'optimizers': rows}
 
 
-def memory_probe(size: int) -> dict[str, Any]:
+def memory_probe(size: int, memory_path: str = 'auto') -> dict[str, Any]:
   """Compile and run 3 L-BFGS iterations at `size`; report time and peak memory.
 
   Meant to run alone in a fresh process (`--memory_probe`), so that the peak
-  resident set size belongs to this size only.
+  resident set size belongs to this size and path only. Beside the peaks:
+  the path that ran and `memory.estimate_memory_bytes` for it, which is what
+  'auto' and the refusals go by.
   """
-  loss, x0, args, run_spec = _problem(size, log=lambda _: None)
+  loss, x0, args, run_spec = _problem(size, log=lambda _: None,
+                                      memory_path=memory_path)
+  loss_spec = run_spec.loss_spec
+  estimate = memory.estimate_memory_bytes(
+      tuple(x0.shape[:2]), loss_spec.layers, run_spec.config.history_size,
+      memory=loss_spec.memory, tile=loss_spec.tile,
+      style_levels=loss_spec.style_levels)
   spec = run_spec.optimizer_spec
   init = jax.jit(functools.partial(optimize.init, spec, loss))
   chunk = jax.jit(functools.partial(optimize.run_chunk, spec, loss))
@@ -218,22 +228,28 @@ def memory_probe(size: int) -> dict[str, Any]:
   per_iteration = (time.perf_counter() - t0) / max(int(state.iteration), 1)
   stats = jax.devices()[0].memory_stats() or {}
   return {'size': size, 'image_hw': list(x0.shape[:2]),
+          'memory': loss_spec.describe_memory(tuple(x0.shape[:2])),
+          'style_levels': loss_spec.style_levels,
           'compile_seconds': compile_s,
           'seconds_per_iteration': per_iteration,
           'peak_rss_mib': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-          'device_peak_mib': stats.get('peak_bytes_in_use', 0) / 2 ** 20 or None}
+          'device_peak_mib': stats.get('peak_bytes_in_use', 0) / 2 ** 20 or None,
+          'estimate_mib': estimate / 2 ** 20}
 
 
-def memory_table(sizes, script: str) -> list[dict[str, Any]]:
-  """Runs `memory_probe` for each size in a fresh subprocess of `script`."""
+def memory_table(sizes, script: str, paths=('auto',)) -> list[dict[str, Any]]:
+  """Runs `memory_probe` for each size and path in a fresh subprocess of `script`."""
   rows = []
   for size in sizes:
-    proc = subprocess.run([sys.executable, script, f'--memory_probe={size}'],
-                          capture_output=True, text=True, env=os.environ)
-    if proc.returncode != 0:
-      rows.append({'size': size, 'error': proc.stderr.strip().splitlines()[-1:]})
-      continue
-    rows.append(json.loads(proc.stdout.strip().splitlines()[-1]))
+    for path in paths:
+      proc = subprocess.run([sys.executable, script, f'--memory_probe={size}',
+                             f'--memory_probe_path={path}'],
+                            capture_output=True, text=True, env=os.environ)
+      if proc.returncode != 0:
+        rows.append({'size': size, 'memory': path,
+                     'error': proc.stderr.strip().splitlines()[-1:]})
+        continue
+      rows.append(json.loads(proc.stdout.strip().splitlines()[-1]))
   return rows
 
 
@@ -328,18 +344,23 @@ def format_report(report: dict[str, Any]) -> str:
                'actually used); overhead = wall / (evaluations x in-loop '
                'value_and_grad))')
   if report.get('memory'):
-    lines += ['', 'size | image | compile s | s/iteration | peak RSS MiB | device peak MiB',
-              '--- | --- | --- | --- | --- | ---']
+    lines += ['', 'size | image | path | compile s | s/iteration | peak RSS MiB | '
+              'device peak MiB | estimate MiB | peak / estimate',
+              '--- | --- | --- | --- | --- | --- | --- | --- | ---']
     for row in report['memory']:
       if 'error' in row:
-        lines.append(f"{row['size']} | error: {row['error']}")
+        lines.append(f"{row['size']} | {row['memory']} | error: {row['error']}")
         continue
       device_peak = row['device_peak_mib']
+      # The estimate is of the device's memory: the card's on a GPU, RSS on CPU.
+      peak = device_peak or row['peak_rss_mib']
       lines.append(
           f"{row['size']} | {row['image_hw'][1]}x{row['image_hw'][0]} | "
+          f"{row['memory']} | "
           f"{row['compile_seconds']:.1f} | {row['seconds_per_iteration']:.3f} | "
           f"{row['peak_rss_mib']:.0f} | "
-          f"{'-' if device_peak is None else f'{device_peak:.0f}'}")
+          f"{'-' if device_peak is None else f'{device_peak:.0f}'} | "
+          f"{row['estimate_mib']:.0f} | {peak / row['estimate_mib']:.2f}")
   if report.get('sweep'):
     row = report['sweep']
     lines += ['', f"sweep of {row['num_members']} members ({row['image_size']} px, "

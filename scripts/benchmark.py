@@ -3,6 +3,8 @@ r"""Benchmark the loss and the optimisers; print tables and write a JSON report.
   python scripts/benchmark.py                      # 128 px, a few minutes on CPU
   python scripts/benchmark.py --size=512 --memory_sizes=128,256,512,1024
   python scripts/benchmark.py --optimizers=lbfgs,scipy_lbfgsb --memory_sizes=
+  python scripts/benchmark.py --optimizers= --sweep_members=0 --pastiche_steps=0 \
+      --memory_sizes=512,1024,2048 --memory_paths=plain,remat,tiles
 
 The SciPy row needs scipy (`pip install -e '.[benchmark]'`); the pastiche row
 (its wall time and ours, same device, images, size and steps) runs only when
@@ -19,6 +21,7 @@ from absl import logging
 from nst_jax import cli
 from nst_jax import benchmark
 from nst_jax import engine
+from nst_jax import memory
 from nst_jax import runtime
 from nst_jax.errors import UserError
 
@@ -39,8 +42,13 @@ _PASTICHE_STEPS = flags.DEFINE_integer(
     'pastiche_steps', 300, 'Steps of the pastiche row (run only when pastiche '
     'is installed; 0 skips it): its run and ours at --size.')
 _OUT = flags.DEFINE_string('out', 'outputs/benchmark.json', 'JSON report path.')
+_MEMORY_PATHS = flags.DEFINE_list(
+    'memory_paths', ['auto'], 'Memory paths (config.memory) of the memory '
+    'table, each size on each: auto,plain,remat,tiles.')
 _MEMORY_PROBE = flags.DEFINE_integer('memory_probe', None,
                                      'Internal: measure one size and print JSON.')
+_MEMORY_PROBE_PATH = flags.DEFINE_string('memory_probe_path', 'auto',
+                                         'Internal: the path of --memory_probe.')
 
 
 def main(argv):
@@ -50,8 +58,13 @@ def main(argv):
   # persistent cache (the log of each run says what came from it).
   runtime.configure('off' if _MEMORY_PROBE.value else None)
   if _MEMORY_PROBE.value:
-    print(json.dumps(benchmark.memory_probe(_MEMORY_PROBE.value)))
+    print(json.dumps(benchmark.memory_probe(_MEMORY_PROBE.value,
+                                            _MEMORY_PROBE_PATH.value)))
     return
+  unknown_paths = set(_MEMORY_PATHS.value) - set(memory.MEMORY_MODES)
+  if unknown_paths:
+    raise app.UsageError(f'unknown memory_paths {sorted(unknown_paths)}: choose '
+                         f'from {",".join(memory.MEMORY_MODES)}')
   unknown = set(_OPTIMIZERS.value) - set(benchmark.OPTIMIZERS)
   if unknown:
     raise app.UsageError(f'unknown optimizers {sorted(unknown)}: choose from '
@@ -63,7 +76,7 @@ def main(argv):
         'speed': benchmark.measure(_SIZE.value, [int(b) for b in _BUDGETS.value],
                                    _OPTIMIZERS.value),
         'memory': benchmark.memory_table([int(s) for s in _MEMORY_SIZES.value],
-                                         __file__),
+                                         __file__, _MEMORY_PATHS.value),
         'sweep': (benchmark.sweep_row(_SIZE.value, _SWEEP_MEMBERS.value,
                                       _SWEEP_ITERATIONS.value)
                   if _SWEEP_MEMBERS.value else None),

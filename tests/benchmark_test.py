@@ -16,9 +16,14 @@ def test_benchmark_runs_and_reports_every_optimizer():
     evals = [p['evaluations'] for p in row['points']]
     assert 0 < evals[0] <= evals[1], (name, evals)
     assert row['overhead'] > 0
-  memory = [benchmark.memory_probe(32)]
+  memory = [benchmark.memory_probe(32), benchmark.memory_probe(32, 'tiles')]
   assert memory[0]['peak_rss_mib'] > 0 and memory[0]['compile_seconds'] > 0
+  # Each row names the path that ran and the estimate 'auto' went by.
+  assert memory[0]['memory'].startswith('plain')
+  assert memory[1]['memory'].startswith('tiles (1x1 tiles')
+  assert 0 < memory[0]['estimate_mib'] < memory[1]['estimate_mib']
   text = benchmark.format_report({'device': benchmark.device_description(),
                                   'versions': {'jax': 'x'}, 'speed': speed,
                                   'memory': memory})
   assert 'lbfgs' in text and 'scipy_lbfgsb' in text and 'peak RSS' in text
+  assert 'peak / estimate' in text and '| tiles (1x1 tiles' in text
