@@ -28,4 +28,19 @@ shoot blend                   --config=configs/blend_styles.py $at256
 shoot sliced_wasserstein      --config=configs/style_losses.py:sliced_wasserstein $at256
 shoot multiscale              --config=configs/multiscale.py $at256 --config.max_iterations=100
 rm -rf "$work"
+
+# The print-size crop, 1:1 pixels of a 4096 px picture: pass the final.png of
+#   python scripts/run.py --config=configs/highres.py   (hours on a CPU: README)
+# as HIGHRES_FINAL=<path>; without it docs/gallery/highres_crop.png stays.
+if [[ -n ${HIGHRES_FINAL:-} ]]; then
+  python - "$HIGHRES_FINAL" "$out/highres_crop.png" <<'PY'
+import sys
+from PIL import Image
+picture = Image.open(sys.argv[1])
+assert picture.size == (4096, 3072), picture.size
+# 384 x 288 px at the foot of the church's spire, right of centre.
+left, top = 2500, 820
+picture.crop((left, top, left + 384, top + 288)).save(sys.argv[2], optimize=True)
+PY
+fi
 ls -l "$out"
