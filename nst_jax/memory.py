@@ -10,6 +10,8 @@
 * 'tiles': the image is processed in square tiles with a halo, one at a time
   in the backward pass too; the peak follows the tile, not the image (about
   2.1x the time at 2048 px with 512 px tiles, more for smaller tiles).
+  On XLA:CPU it needs more than 'plain' below about 2048 px: its own copies
+  of the image and their cotangents outweigh the activations it saves.
 
 `estimate_memory_bytes` models the peak of each path, calibrated on measured
 peaks (peak RSS on a CPU, figures below); `choose_memory_path` picks the
@@ -38,22 +40,27 @@ MARGIN = 0.85
 # Tile sides (px) 'auto' tries, largest (least halo overhead) first.
 TILE_CANDIDATES = (1024, 768, 512, 384, 256, 192, 128)
 
-# Calibration: peak RSS of one value_and_grad (after its targets), real
-# VGG19, default layers (down to block5_conv2), Tubingen, 2-core CPU, in
-# GiB at 384x512 / 768x1024 / 1536x2048 px:
-#   plain 1.12 / 3.07 / 10.25 (the whole-image targets' forward pass, 1.09 /
-#         3.07 / 10.25, peaks as high as the gradient, 1.12 / 2.81 / 9.22),
-#   remat 1.21 / 2.99 / 9.95 (XLA:CPU gains nothing from the checkpoints:
-#         its scheduler runs the recomputations early, see the issue 11 report),
-#   tiles (512 px tiles) 1.77 / 1.97 / 2.09.
-# Least squares gives the fixed part and bytes of peak per byte of the conv
-# outputs (_activation_bytes) and per byte of the image; every point above is
-# within 6% of the model.
-_FIXED_BYTES = int(0.57 * 2**30)
-_PLAIN_PER_ACTIVATION = 2.83
-_REMAT_PER_ACTIVATION = 2.75
-_TILES_PER_ACTIVATION = 2.3   # of one tile's crop (tile + 2 halo px a side)
-_TILES_PER_IMAGE = 8.4        # x, gradient, padded copy, targets, statistics
+# Calibration: peak RSS of `scripts/benchmark.py --memory_sizes=512,1024,2048
+# --memory_paths=plain,remat,tiles` (each probe compiles cold and runs 3 L-BFGS
+# iterations of the default loss, style pyramid included: 2, 3 and 4 levels),
+# real VGG19, Tubingen, 2-core CPU, GiB at 384x512 / 768x1024 / 1536x2048 px:
+#   plain 1.70 / 4.40 / 14.82,
+#   remat 1.81 / 4.70 / 15.87 (XLA:CPU gains nothing from the checkpoints: its
+#         scheduler runs the recomputations early, so 'auto' goes from plain
+#         to tiles there),
+#   tiles 2.82 / 7.09 / 10.42 (1 tile of 512 px; 1 and 2x2 tiles of 1024 px),
+# and the 4096x3072 px scale of configs/highres.py without the pyramid, 3x4
+# tiles of 1024 px: 12.07 (`time -v`). Least squares on the relative error
+# gives the fixed part, bytes of peak per byte of the conv outputs
+# (_activation_bytes, summed over the pyramid's levels; on 'tiles' over one
+# crop per level) and per byte of the images; every point is within 11%.
+# (The first calibration, on one value_and_grad without L-BFGS, was 25-100%
+# under these peaks.)
+_FIXED_BYTES = int(0.95 * 2**30)
+_PLAIN_PER_ACTIVATION = 2.89
+_REMAT_PER_ACTIVATION = 3.15
+_TILES_PER_ACTIVATION = 2.30  # of each level's crop (tile + 2 halo px a side)
+_TILES_PER_IMAGE = 31.6       # x, gradient, padded copies, their cotangents
 
 
 def available_memory_bytes() -> int | None:
@@ -92,7 +99,7 @@ def _per_member_bytes(hw: tuple[int, int], layers: Sequence[str],
 
   The style pyramid's levels (hw halved 1 .. style_levels - 1 times) keep
   their activations too on 'plain' and 'remat' (up to a third more); on
-  'tiles' they are tiled like the picture, and add only their images.
+  'tiles' each level is tiled like the picture and keeps one crop's.
   """
   image = hw[0] * hw[1] * 3 * 4
   history = 2 * history_size * image
@@ -103,9 +110,11 @@ def _per_member_bytes(hw: tuple[int, int], layers: Sequence[str],
   elif memory == 'remat':
     loss = _REMAT_PER_ACTIVATION * activations
   elif memory == 'tiles':
-    crop = losses.tile_side(layers, tile) + 2 * losses.tile_halo(layers)
+    crops = [losses.tile_grid(level, layers, tile)[0] + 2 * losses.tile_halo(layers)
+             for level in level_hws]
     images = sum(h * w * 3 * 4 for h, w in level_hws)
-    loss = (_TILES_PER_ACTIVATION * _activation_bytes((crop, crop), layers) +
+    loss = (_TILES_PER_ACTIVATION * sum(_activation_bytes((c, c), layers)
+                                        for c in crops) +
             _TILES_PER_IMAGE * images)
   else:
     raise ValueError(f'memory={memory!r}: use one of {list(losses.MEMORY_PATHS)}')
@@ -131,8 +140,8 @@ def estimate_memory_bytes(hw: tuple[int, int], layers: Sequence[str],
 
   Returns:
     Bytes: the fixed runtime part plus `members` times the per-image part.
-    Calibrated on peak RSS at 512, 1024 and 2048 px without the pyramid
-    (within 6% there).
+    Calibrated on the benchmark's peak RSS (3 L-BFGS iterations) at 512,
+    1024 and 2048 px on each path and on a 4096 px run: within 11% there.
   """
   del num_styles  # Targets are computed before the loop, one style at a time.
   return int(_FIXED_BYTES + max(1, members) * _per_member_bytes(

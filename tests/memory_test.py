@@ -200,20 +200,27 @@ def test_estimates_order_the_paths_and_follow_the_tile():
   hw = (3072, 4096)
   plain, remat, tiles = (memory.estimate_memory_bytes(hw, _LAYERS, 10, 1, m, 512)
                          for m in losses.MEMORY_PATHS)
-  assert plain > remat > tiles
+  # Calibrated on XLA:CPU, where remat's checkpoints save nothing (its
+  # scheduler recomputes early) and cost their own buffers.
+  assert remat > plain > 3 * tiles
   small = memory.estimate_memory_bytes(hw, _LAYERS, 10, 1, 'tiles', 128)
   assert small < tiles
   two = memory.estimate_memory_bytes(hw, _LAYERS, 10, 1, 'plain', members=2)
   assert 1.9 * (plain - memory._FIXED_BYTES) < two - memory._FIXED_BYTES
 
 
-def test_choose_auto_goes_plain_then_remat_then_tiles():
+def test_choose_auto_goes_plain_then_remat_then_tiles(monkeypatch):
   hw = (1536, 2048)
   need = lambda m, t=0: memory.estimate_memory_bytes(hw, _LAYERS, 10, 1, m, t)
   choose = lambda available, requested='auto', tile=0: memory.choose_memory_path(
       hw, _LAYERS, 10, 1, 1, requested, tile, available=available)
   roomy = int(need('plain') / memory.MARGIN) + 1
   assert choose(roomy) == ('plain', 0)
+  # With the CPU calibration remat needs more than plain, so 'auto' skips it;
+  # where its checkpoints do save memory, it comes between the two.
+  assert choose(roomy - 2**20) == ('tiles', 1024)
+  monkeypatch.setattr(memory, '_REMAT_PER_ACTIVATION',
+                      0.5 * memory._PLAIN_PER_ACTIVATION)
   assert choose(int(need('remat') / memory.MARGIN) + 1) == ('remat', 0)
   assert choose(int(need('tiles', 512) / memory.MARGIN) + 1) == ('tiles', 512)
   # A forced choice is kept, whatever would be faster.
