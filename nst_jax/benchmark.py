@@ -42,15 +42,17 @@ from nst_jax import weights as weights_lib
 OPTIMIZERS = ('lbfgs', 'scipy_lbfgsb', 'optax_lbfgs', 'adam', 'jaxopt_defaults')
 
 
-def _problem(size: int, log, memory_path: str = 'auto'):
+def _problem(size: int, log, memory_path: str = 'auto', tile: int = 0):
   """(loss, x0, args, spec) for Tübingen + The Starry Night at `size` px.
 
   The engine's own spec, problem and loss, for its one member, on
-  `memory_path` (config.memory); nothing is written.
+  `memory_path` (config.memory) and `tile` (config.tile, px); nothing is
+  written.
   """
   config = spec_lib.default_config()
   config.image_size = size
   config.memory = memory_path
+  config.tile = tile
   spec = spec_lib.parse(config, workdir=False)
   params, _ = weights_lib.load_vgg19_params(spec.weights_path, log=log)
   problem = problem_lib.build_problem(spec, spec.members, 0,
@@ -200,7 +202,8 @@ def measure(size: int = 128, budgets=(50, 100, 200), optimizers=OPTIMIZERS,
           'optimizers': rows}
 
 
-def memory_probe(size: int, memory_path: str = 'auto') -> dict[str, Any]:
+def memory_probe(size: int, memory_path: str = 'auto',
+                 tile: int = 0) -> dict[str, Any]:
   """Compile and run 3 L-BFGS iterations at `size`; report time and peak memory.
 
   Meant to run alone in a fresh process (`--memory_probe`), so that the peak
@@ -209,7 +212,7 @@ def memory_probe(size: int, memory_path: str = 'auto') -> dict[str, Any]:
   'auto' and the refusals go by.
   """
   loss, x0, args, run_spec = _problem(size, log=lambda _: None,
-                                      memory_path=memory_path)
+                                      memory_path=memory_path, tile=tile)
   loss_spec = run_spec.loss_spec
   estimate = memory.estimate_memory_bytes(
       tuple(x0.shape[:2]), loss_spec.layers, run_spec.config.history_size,
@@ -237,13 +240,16 @@ def memory_probe(size: int, memory_path: str = 'auto') -> dict[str, Any]:
           'estimate_mib': estimate / 2 ** 20}
 
 
-def memory_table(sizes, script: str, paths=('auto',)) -> list[dict[str, Any]]:
-  """Runs `memory_probe` for each size and path in a fresh subprocess of `script`."""
+def memory_table(sizes, script: str, paths=('auto',),
+                 tile: int = 0) -> list[dict[str, Any]]:
+  """Runs `memory_probe` for each size and path in a fresh subprocess of
+  `script`; `tile` (px, 0 = the largest that fits) for 'tiles'."""
   rows = []
   for size in sizes:
     for path in paths:
       proc = subprocess.run([sys.executable, script, f'--memory_probe={size}',
-                             f'--memory_probe_path={path}'],
+                             f'--memory_probe_path={path}',
+                             f'--memory_tile={tile}'],
                             capture_output=True, text=True, env=os.environ)
       if proc.returncode != 0:
         rows.append({'size': size, 'memory': path,

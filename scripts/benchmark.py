@@ -45,6 +45,9 @@ _OUT = flags.DEFINE_string('out', 'outputs/benchmark.json', 'JSON report path.')
 _MEMORY_PATHS = flags.DEFINE_list(
     'memory_paths', ['auto'], 'Memory paths (config.memory) of the memory '
     'table, each size on each: auto,plain,remat,tiles.')
+_MEMORY_TILE = flags.DEFINE_integer(
+    'memory_tile', 0, 'Tile side (px) of the memory table\'s tiles path '
+    '(config.tile; 0 = the largest that fits).')
 _MEMORY_PROBE = flags.DEFINE_integer('memory_probe', None,
                                      'Internal: measure one size and print JSON.')
 _MEMORY_PROBE_PATH = flags.DEFINE_string('memory_probe_path', 'auto',
@@ -59,7 +62,8 @@ def main(argv):
   runtime.configure('off' if _MEMORY_PROBE.value else None)
   if _MEMORY_PROBE.value:
     print(json.dumps(benchmark.memory_probe(_MEMORY_PROBE.value,
-                                            _MEMORY_PROBE_PATH.value)))
+                                            _MEMORY_PROBE_PATH.value,
+                                            _MEMORY_TILE.value)))
     return
   unknown_paths = set(_MEMORY_PATHS.value) - set(memory.MEMORY_MODES)
   if unknown_paths:
@@ -76,7 +80,8 @@ def main(argv):
         'speed': benchmark.measure(_SIZE.value, [int(b) for b in _BUDGETS.value],
                                    _OPTIMIZERS.value),
         'memory': benchmark.memory_table([int(s) for s in _MEMORY_SIZES.value],
-                                         __file__, _MEMORY_PATHS.value),
+                                         __file__, _MEMORY_PATHS.value,
+                                         _MEMORY_TILE.value),
         'sweep': (benchmark.sweep_row(_SIZE.value, _SWEEP_MEMBERS.value,
                                       _SWEEP_ITERATIONS.value)
                   if _SWEEP_MEMBERS.value else None),
