@@ -169,7 +169,7 @@ figure "sweep of 8 style weights ${SIZE}px ${ITERATIONS} iterations, wall s" \
 # --- 5. large sizes ------------------------------------------------------------------
 for big in "${BIG_SIZES[@]}"; do
   step "size_$big" 45 python scripts/benchmark.py --memory_probe="$big"
-  figure "${big}px: 3 L-BFGS iterations (compile s, s/iteration, device peak MiB)" \
+  figure "${big}px: 3 L-BFGS iterations (compile s, s/iteration, device peak MiB, path, estimate MiB)" \
     "$(tail -n 1 "$RESULTS/size_$big.log")"
 done
 
