@@ -110,8 +110,8 @@ def _per_member_bytes(hw: tuple[int, int], layers: Sequence[str],
   elif memory == 'remat':
     loss = _REMAT_PER_ACTIVATION * activations
   elif memory == 'tiles':
-    crops = [losses.tile_grid(level, layers, tile)[0] + 2 * losses.tile_halo(layers)
-             for level in level_hws]
+    grids = [losses.tile_grid(level, layers, tile) for level in level_hws]
+    crops = [side + 2 * halo for side, halo, _, _ in grids]
     images = sum(h * w * 3 * 4 for h, w in level_hws)
     loss = (_TILES_PER_ACTIVATION * sum(_activation_bytes((c, c), layers)
                                         for c in crops) +
