@@ -11,7 +11,8 @@ scales only refine the brush strokes that the small ones laid out; the
 log gives progress and an ETA per scale. The memory path is chosen per scale
 (config.memory='auto'): the whole network where it fits, VGG blocks
 recomputed or spatial tiles where it does not, with the same loss either way
-(nst_jax/losses.py). The state is saved as the run goes, so Ctrl-C or a
+(nst_jax/losses.py); --config.memory_budget=16 keeps its plan within 16 GiB
+on a larger machine. The state is saved as the run goes, so Ctrl-C or a
 killed machine loses at most a few minutes: rerun with --config.resume.
 
 The style image is resized with the content at every scale (style_scale=1),

@@ -166,7 +166,8 @@ def choose_memory_path(hw: tuple[int, int], layers: Sequence[str],
                        tile: int = 0, *, available: int | None = -1,
                        field: str = 'config.image_size',
                        value: int | None = None,
-                       style_levels: int = 1) -> tuple[str, int]:
+                       style_levels: int = 1,
+                       budget: float = 0.0) -> tuple[str, int]:
   """The loss path (and tile side) for optimising an (H, W) image.
 
   Args:
@@ -181,6 +182,8 @@ def choose_memory_path(hw: tuple[int, int], layers: Sequence[str],
       `available_memory_bytes()`, None means unknown (nothing is refused).
     field, value: the config field and value named in a refusal.
     style_levels: levels of the style pyramid.
+    budget: GiB the run may plan for (config.memory_budget), on top of the
+      limit above; 0 = no budget of its own.
 
   Returns:
     (memory, tile) for losses.LossSpec: 'auto' gives 'plain' when its
@@ -195,8 +198,15 @@ def choose_memory_path(hw: tuple[int, int], layers: Sequence[str],
     raise UserError(f'config.memory={requested!r}: use one of {list(MEMORY_MODES)}')
   if available == -1:
     available = available_memory_bytes()
+  budgeted = budget > 0 and (available is None or budget * 2**30 < available)
+  if budgeted:
+    available = int(budget * 2**30)
   need = lambda memory, t=0: estimate_memory_bytes(
       hw, layers, history_size, num_styles, memory, t, members, style_levels)
+  refuse = lambda memory, t, forced=True: UserError(refusal_message(
+      hw, layers, history_size, num_styles, members, memory, t, available,
+      field=field, value=value, style_levels=style_levels,
+      budgeted=budgeted, forced=forced))
   if requested == 'auto' and available is None:
     return 'plain', 0
   if requested in ('auto', 'plain', 'remat'):
@@ -204,37 +214,32 @@ def choose_memory_path(hw: tuple[int, int], layers: Sequence[str],
       if _fits(need(memory), available):
         return memory, 0
     if requested != 'auto':
-      raise UserError(refusal_message(hw, layers, history_size, num_styles,
-                                      members, requested, 0, available,
-                                      field=field, value=value,
-                                      style_levels=style_levels))
+      raise refuse(requested, 0)
   if tile:
     if _fits(need('tiles', tile), available):
       return 'tiles', tile
-    raise UserError(refusal_message(hw, layers, history_size, num_styles,
-                                    members, 'tiles', tile, available,
-                                    field=field, value=value,
-                                    style_levels=style_levels))
+    raise refuse('tiles', tile)
   candidates = _tile_candidates(hw, layers)
   for side in candidates:
     if _fits(need('tiles', side), available):
       return 'tiles', side
-  raise UserError(refusal_message(hw, layers, history_size, num_styles,
-                                  members, 'tiles', candidates[-1], available,
-                                  field=field, value=value,
-                                  style_levels=style_levels))
+  raise refuse('tiles', candidates[-1], forced=False)
 
 
 def refusal_message(hw: tuple[int, int], layers: Sequence[str],
                     history_size: int, num_styles: int, members: int,
                     memory: str, tile: int, available: int, *,
                     field: str = 'config.image_size',
-                    value: int | None = None, style_levels: int = 1) -> str:
+                    value: int | None = None, style_levels: int = 1,
+                    budgeted: bool = False, forced: bool = True) -> str:
   """One line: what the size needs, what may be used and why, and the fix.
 
   Names the MARGIN kept (so 'needs 58.5 GiB, 59.4 GiB available' does not
   read as a contradiction), the largest long side that fits on the same path,
-  and, on a GPU, how to let JAX use more of the card.
+  and, on a GPU, how to let JAX use more of the card. `budgeted`: `available`
+  is config.memory_budget, below what the machine has. `forced`: the path
+  (and tile) was asked for, so 'auto' may do better; False when 'auto' tried
+  every tile down to `tile`.
   """
   needed = estimate_memory_bytes(hw, layers, history_size, num_styles, memory,
                                  tile, members, style_levels)
@@ -247,15 +252,19 @@ def refusal_message(hw: tuple[int, int], layers: Sequence[str],
   text = (f'{field}={value} needs about {needed / 2**30:.1f} GiB with {path}'
           f'{f" for {members} members" if members > 1 else ""}, but only '
           f'{usable / 2**30:.1f} GiB may be used ({MARGIN:.0%} of the '
-          f'{available / 2**30:.1f} GiB available, kept as a safety margin): ')
+          f'{available / 2**30:.1f} GiB '
+          f'{"of config.memory_budget" if budgeted else "available"}, kept as '
+          'a safety margin): ')
   fixes = []
   if fits:
     fixes.append(f'use {field} <= {fits}')
-  if memory != 'tiles' or tile:
+  if forced and (memory != 'tiles' or tile):
     fixes.append("set config.memory='auto' (or 'tiles' with config.tile=0) "
                  'to pick a path that fits')
   if members > 1:
     fixes.append('lower config.sweep.chunk')
+  if budgeted:
+    fixes.append('raise config.memory_budget (0 = what the machine has)')
   if jax.default_backend() == 'gpu':
     fixes.append('let JAX use more of the GPU (it takes 75% by default): '
                  'XLA_PYTHON_CLIENT_MEM_FRACTION=0.95')

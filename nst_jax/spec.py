@@ -54,6 +54,7 @@ def default_config() -> ml_collections.ConfigDict:
   # VGG block ('remat') or per spatial tile ('tiles'); all give the same loss.
   c.memory = 'auto'             # 'auto', 'plain', 'remat' or 'tiles'
   c.tile = 0                    # tile side for memory='tiles', px; 0 = the largest that fits
+  c.memory_budget = 0.0         # GiB 'auto' may plan for; 0 = what is free (RAM, or JAX's GPU limit)
   # --- Loss -------------------------------------------------------------
   c.content_layers = 'block4_conv2'   # comma-separated Keras layer names
   c.style_layers = 'block1_conv1,block2_conv1,block3_conv1,block4_conv1,block5_conv1'
@@ -508,6 +509,7 @@ def _check_fields(config, problems: list[str]) -> None:
       ('first_step_fraction', dict(minimum=1e-9, maximum=1.0)),
       ('learning_rate', dict(minimum=1e-12)),
       ('tile', dict(integer=True, minimum=0, maximum=16384)),
+      ('memory_budget', dict(minimum=0, maximum=2**20)),
       ('style_pyramid_size', dict(integer=True, minimum=0, maximum=16384)),
       ('style_pyramid_weight', dict(minimum=0, maximum=1e3))):
     check_number(config, field, problems, **kwargs)
@@ -738,7 +740,8 @@ def parse(config: ml_collections.ConfigDict, workdir: str | os.PathLike | None,
             largest, content_layers + style_layers, config.history_size,
             len(style_specs), slots, config.memory, config.tile,
             field='config.image_size', value=config.image_size,
-            style_levels=scale_levels[scale])
+            style_levels=scale_levels[scale],
+            budget=float(config.memory_budget))
       except UserError as e:
         if scale == config.scales - 1:  # smaller scales need less
           problems.append(str(e))

@@ -244,7 +244,37 @@ def test_refusal_names_the_margin_and_a_size_that_fits():
   assert memory.estimate_memory_bytes(fit_hw, _LAYERS, 10, 1, 'plain') <= usable
   with pytest.raises(UserError, match='config.memory'):
     memory.choose_memory_path(hw, _LAYERS, 10, 1, 1, 'swap', 0, available=None)
-  # Nothing fits in 100 MiB, not even the smallest tile.
-  with pytest.raises(UserError, match="memory='tiles'"):
+  # Nothing fits in 100 MiB, not even the smallest tile; 'auto' tried every
+  # tile, so the message does not send the user back to it.
+  with pytest.raises(UserError, match="memory='tiles'") as error:
     memory.choose_memory_path(hw, _LAYERS, 10, 1, 1, 'auto', 0,
                               available=100 * 2**20)
+  assert "config.memory='auto'" not in str(error.value)
+
+
+def test_budget_caps_the_memory_auto_plans_for():
+  hw = (1536, 2048)
+  choose = lambda available, budget, requested='auto': memory.choose_memory_path(
+      hw, _LAYERS, 10, 1, 1, requested, 0, available=available, budget=budget,
+      value=2048)
+  roomy = 64 * 2**30
+  assert choose(roomy, 0.0) == ('plain', 0)
+  # 6 GiB of budget on a roomy machine: tiles whose estimate fits 85% of it.
+  path, side = choose(roomy, 6.0)
+  assert path == 'tiles'
+  assert memory.estimate_memory_bytes(hw, _LAYERS, 10, 1, 'tiles', side) <= (
+      memory.MARGIN * 6 * 2**30)
+  # A budget above what the machine has does not raise the limit.
+  assert choose(8 * 2**30, 100.0) == choose(8 * 2**30, 0.0)
+  # Unknown free memory (None): the budget alone decides.
+  assert choose(None, 6.0) == (path, side)
+  # A refusal under a budget names it, and raising it as a fix.
+  with pytest.raises(UserError) as error:
+    choose(roomy, 6.0, 'plain')
+  text = str(error.value)
+  assert '6.0 GiB of config.memory_budget' in text
+  assert 'raise config.memory_budget' in text
+  with pytest.raises(UserError) as error:
+    choose(6 * 2**30, 0.0, 'plain')
+  assert '6.0 GiB available' in str(error.value)
+  assert 'memory_budget' not in str(error.value)

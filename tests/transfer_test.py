@@ -379,6 +379,10 @@ def test_too_large_for_memory_is_refused_with_a_size_that_fits(tmp_path,
   # 'auto' (the default) picks a memory-saving path instead of refusing.
   plan = spec.parse(_config(image_size=2048), tmp_path / 'run')
   assert plan.loss_spec.memory in ('remat', 'tiles')
+  # A budget below what is free plans for the budget: smaller tiles.
+  budgeted = spec.parse(_config(image_size=2048, memory_budget=5.0),
+                        tmp_path / 'run').loss_spec
+  assert budgeted.memory == 'tiles' and 0 < budgeted.tile < plan.loss_spec.tile
 
 
 def test_scale_iterations_give_each_scale_its_count(tmp_path):
