@@ -202,9 +202,10 @@ def measure(size: int = 128, budgets=(50, 100, 200), optimizers=OPTIMIZERS,
           'optimizers': rows}
 
 
-def memory_probe(size: int, memory_path: str = 'auto',
-                 tile: int = 0) -> dict[str, Any]:
-  """Compile and run 3 L-BFGS iterations at `size`; report time and peak memory.
+def memory_probe(size: int, memory_path: str = 'auto', tile: int = 0,
+                 iterations: int = 3) -> dict[str, Any]:
+  """Compile and run `iterations` L-BFGS iterations at `size`; report time
+  and peak memory.
 
   Meant to run alone in a fresh process (`--memory_probe`), so that the peak
   resident set size belongs to this size and path only. Beside the peaks:
@@ -223,25 +224,25 @@ def memory_probe(size: int, memory_path: str = 'auto',
   chunk = jax.jit(functools.partial(optimize.run_chunk, spec, loss))
   t0 = time.perf_counter()
   state = init(x0, *args)
-  chunk_compiled = chunk.lower(state, 3, *args).compile()
+  chunk_compiled = chunk.lower(state, iterations, *args).compile()
   compile_s = time.perf_counter() - t0
   t0 = time.perf_counter()
-  state = chunk_compiled(state, 3, *args)
+  state = chunk_compiled(state, iterations, *args)
   jax.block_until_ready(state)
   per_iteration = (time.perf_counter() - t0) / max(int(state.iteration), 1)
   stats = jax.devices()[0].memory_stats() or {}
   return {'size': size, 'image_hw': list(x0.shape[:2]),
           'memory': loss_spec.describe_memory(tuple(x0.shape[:2])),
           'style_levels': loss_spec.style_levels,
-          'compile_seconds': compile_s,
+          'compile_seconds': compile_s, 'iterations': int(state.iteration),
           'seconds_per_iteration': per_iteration,
           'peak_rss_mib': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
           'device_peak_mib': stats.get('peak_bytes_in_use', 0) / 2 ** 20 or None,
           'estimate_mib': estimate / 2 ** 20}
 
 
-def memory_table(sizes, script: str, paths=('auto',),
-                 tile: int = 0) -> list[dict[str, Any]]:
+def memory_table(sizes, script: str, paths=('auto',), tile: int = 0,
+                 iterations: int = 3) -> list[dict[str, Any]]:
   """Runs `memory_probe` for each size and path in a fresh subprocess of
   `script`; `tile` (px, 0 = the largest that fits) for 'tiles'."""
   rows = []
@@ -249,7 +250,8 @@ def memory_table(sizes, script: str, paths=('auto',),
     for path in paths:
       proc = subprocess.run([sys.executable, script, f'--memory_probe={size}',
                              f'--memory_probe_path={path}',
-                             f'--memory_tile={tile}'],
+                             f'--memory_tile={tile}',
+                             f'--memory_iterations={iterations}'],
                             capture_output=True, text=True, env=os.environ)
       if proc.returncode != 0:
         rows.append({'size': size, 'memory': path,

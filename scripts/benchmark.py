@@ -48,6 +48,10 @@ _MEMORY_PATHS = flags.DEFINE_list(
 _MEMORY_TILE = flags.DEFINE_integer(
     'memory_tile', 0, 'Tile side (px) of the memory table\'s tiles path '
     '(config.tile; 0 = the largest that fits).')
+_MEMORY_ITERATIONS = flags.DEFINE_integer(
+    'memory_iterations', 3, 'L-BFGS iterations of each memory probe (the '
+    'L-BFGS state exists from the first, so 1 reaches the peak at sizes '
+    'where an iteration takes minutes).', lower_bound=1)
 _MEMORY_PROBE = flags.DEFINE_integer('memory_probe', None,
                                      'Internal: measure one size and print JSON.')
 _MEMORY_PROBE_PATH = flags.DEFINE_string('memory_probe_path', 'auto',
@@ -63,7 +67,8 @@ def main(argv):
   if _MEMORY_PROBE.value:
     print(json.dumps(benchmark.memory_probe(_MEMORY_PROBE.value,
                                             _MEMORY_PROBE_PATH.value,
-                                            _MEMORY_TILE.value)))
+                                            _MEMORY_TILE.value,
+                                            _MEMORY_ITERATIONS.value)))
     return
   unknown_paths = set(_MEMORY_PATHS.value) - set(memory.MEMORY_MODES)
   if unknown_paths:
@@ -81,7 +86,8 @@ def main(argv):
                                    _OPTIMIZERS.value),
         'memory': benchmark.memory_table([int(s) for s in _MEMORY_SIZES.value],
                                          __file__, _MEMORY_PATHS.value,
-                                         _MEMORY_TILE.value),
+                                         _MEMORY_TILE.value,
+                                         _MEMORY_ITERATIONS.value),
         'sweep': (benchmark.sweep_row(_SIZE.value, _SWEEP_MEMBERS.value,
                                       _SWEEP_ITERATIONS.value)
                   if _SWEEP_MEMBERS.value else None),

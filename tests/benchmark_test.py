@@ -16,8 +16,10 @@ def test_benchmark_runs_and_reports_every_optimizer():
     evals = [p['evaluations'] for p in row['points']]
     assert 0 < evals[0] <= evals[1], (name, evals)
     assert row['overhead'] > 0
-  memory = [benchmark.memory_probe(32), benchmark.memory_probe(32, 'tiles')]
+  memory = [benchmark.memory_probe(32),
+            benchmark.memory_probe(32, 'tiles', iterations=1)]
   assert memory[0]['peak_rss_mib'] > 0 and memory[0]['compile_seconds'] > 0
+  assert [row['iterations'] for row in memory] == [3, 1]
   # Each row names the path that ran and the estimate 'auto' went by.
   assert memory[0]['memory'].startswith('plain')
   assert memory[1]['memory'].startswith('tiles (1x1 tiles')
