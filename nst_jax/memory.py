@@ -15,8 +15,9 @@
 
 `estimate_memory_bytes` models the peak of each path, calibrated on measured
 peaks (peak RSS on a CPU, figures below); `choose_memory_path` picks the
-fastest path whose estimate stays under MARGIN of the available memory, and
-`refusal_message` says what to do when none does.
+fastest path whose estimate stays under MARGIN of the available memory (or
+of config.memory_budget, when that is lower), and `refusal_message` says what
+to do when none does.
 """
 
 from collections.abc import Sequence
