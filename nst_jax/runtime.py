@@ -29,10 +29,14 @@ PROCESS_ID_ENV = 'NST_PROCESS_ID'
 # autotuning Triton GEMM tilings is the slowest part of XLA:GPU compiles, and
 # cuBLAS serves this model's few matmuls (the Gram matrices) well.
 GPU_COMPILE_FLAGS = ('--xla_gpu_enable_triton_gemm=false',)
-# Same seed, same bytes: no atomics-based kernels (the cache pins autotuning's
-# picks). The narrower second flag stands in should a release drop the first.
-GPU_DETERMINISM_FLAGS = ('--xla_gpu_deterministic_ops=true',
-                         '--xla_gpu_exclude_nondeterministic_ops=true')
+# Same seed, same bytes: kernels without atomics (scatter, some cuDNN
+# algorithms), while autotuning still picks among the deterministic ones; the
+# persistent cache then pins those picks for later processes. Not
+# --xla_gpu_deterministic_ops: it also turns autotuning off (its help text:
+# "when autotuning is disabled (e.g., in deviceless or deterministic mode)"),
+# and with autotuning off (--xla_gpu_autotune_level=0) an H100 ran ~100x
+# slower per iteration (issue 10; gpu_check.sh measures this flag too).
+GPU_DETERMINISM_FLAGS = ('--xla_gpu_exclude_nondeterministic_ops=true',)
 
 
 @dataclasses.dataclass(frozen=True)

