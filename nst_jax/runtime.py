@@ -25,18 +25,22 @@ COORDINATOR_ENV = 'NST_COORDINATOR'
 NUM_PROCESSES_ENV = 'NST_NUM_PROCESSES'
 PROCESS_ID_ENV = 'NST_PROCESS_ID'
 
-# UNMEASURED (scripts/gpu_check.sh times the README command without them):
-# autotuning Triton GEMM tilings is the slowest part of XLA:GPU compiles, and
-# cuBLAS serves this model's few matmuls (the Gram matrices) well.
+# Autotuning Triton GEMM tilings is the slowest part of XLA:GPU compiles, and
+# cuBLAS serves this model's few matmuls (the Gram matrices) well. Measured on
+# one H200 (jax 0.11.2, scripts/gpu_check.sh): the default loss at 512 px
+# compiled and ran 30 iterations in 9.6 s without Triton GEMM; with XLA's
+# defaults it had not finished after 60 s (the autotuner logging "Delay
+# kernel timed out").
 GPU_COMPILE_FLAGS = ('--xla_gpu_enable_triton_gemm=false',)
 # Same seed, same bytes: kernels without atomics (scatter, some cuDNN
-# algorithms), while autotuning still picks among the deterministic ones; the
-# persistent cache then pins those picks for later processes. Not
-# --xla_gpu_deterministic_ops: it also turns autotuning off (its help text:
-# "when autotuning is disabled (e.g., in deviceless or deterministic mode)"),
-# and with autotuning off (--xla_gpu_autotune_level=0) an H100 ran ~100x
-# slower per iteration (issue 10; gpu_check.sh measures this flag too).
-GPU_DETERMINISM_FLAGS = ('--xla_gpu_exclude_nondeterministic_ops=true',)
+# algorithms) and no autotuning, whose timed picks can differ between
+# compiles. Measured on one H200 (jax 0.11.2, gpu_check.sh): with autotuning
+# off the default loss at 512 px compiled in 9.9 s and ran 4.7 ms/iteration,
+# against 9.6 s and 5.2 ms with it on (the narrower second flag alone), so
+# determinism costs nothing measurable there. The second flag stands in
+# should a release drop the first.
+GPU_DETERMINISM_FLAGS = ('--xla_gpu_deterministic_ops=true',
+                         '--xla_gpu_exclude_nondeterministic_ops=true')
 
 
 @dataclasses.dataclass(frozen=True)

@@ -112,7 +112,7 @@ def test_gpu_flags_are_appended_but_never_override_the_user(tmp_path):
   flags = result['xla_flags'].split()
   assert flags[:2] == user.split()
   assert '--xla_gpu_enable_triton_gemm=false' not in flags
-  assert '--xla_gpu_exclude_nondeterministic_ops=true' in flags
+  assert '--xla_gpu_deterministic_ops=true' in flags
   assert result['added'] == list(runtime.GPU_DETERMINISM_FLAGS)
 
 
