@@ -14,10 +14,10 @@
   of the image and their cotangents outweigh the activations it saves.
 
 `estimate_memory_bytes` models the peak of each path, calibrated on measured
-peaks (peak RSS on a CPU, figures below); `choose_memory_path` picks the
-fastest path whose estimate stays under MARGIN of the available memory (or
-of config.memory_budget, when that is lower), and `refusal_message` says what
-to do when none does.
+peaks (peak RSS on a CPU, the device peak on a GPU; figures below);
+`choose_memory_path` picks the fastest path whose estimate stays under MARGIN
+of the available memory (or of config.memory_budget, when that is lower), and
+`refusal_message` says what to do when none does.
 """
 
 from collections.abc import Sequence
@@ -64,6 +64,19 @@ _PLAIN_PER_ACTIVATION = 2.89
 _REMAT_PER_ACTIVATION = 3.15
 _TILES_PER_ACTIVATION = 2.30  # of each level's crop (tile + 2 halo px a side)
 _TILES_PER_IMAGE = 31.6       # x, gradient, padded copies, their cotangents
+
+# On a GPU the device peak (`memory_stats()['peak_bytes_in_use']`) is below
+# the CPU model: no Python or runtime on the card, and XLA:GPU frees buffers
+# sooner. Device peaks on one H200 (jax 0.11.2, scripts/gpu_check.sh, 2-3
+# L-BFGS iterations, default loss with the pyramid), MiB, against the CPU
+# model's per-member part: plain 384x512 px 840 (831), plain 1536x2048 9387
+# (14077), 8x11 tiles of 384 px at 3072x4096 10609 (12394), 8x11 tiles of
+# 768 px at 6144x8192 41643 (46137). So a GPU keeps a fixed 0.3 GiB and
+# scales the per-member part by path; fitted on those four points (each
+# estimate within +8%, none under its peak), with no point held out yet.
+# 'remat' is unmeasured on a GPU and keeps the CPU model.
+_GPU_FIXED_BYTES = int(0.3 * 2**30)
+_GPU_SCALE = {'plain': 0.65, 'remat': 1.0, 'tiles': 0.90}
 
 
 def available_memory_bytes() -> int | None:
@@ -127,7 +140,8 @@ def _per_member_bytes(hw: tuple[int, int], layers: Sequence[str],
 def estimate_memory_bytes(hw: tuple[int, int], layers: Sequence[str],
                           history_size: int, num_styles: int = 1,
                           memory: str = 'plain', tile: int = 0,
-                          members: int = 1, style_levels: int = 1) -> int:
+                          members: int = 1, style_levels: int = 1,
+                          platform: str | None = None) -> int:
   """Estimated peak bytes of optimising an (H, W) image by one loss path.
 
   Args:
@@ -140,15 +154,22 @@ def estimate_memory_bytes(hw: tuple[int, int], layers: Sequence[str],
     tile: LossSpec.tile for 'tiles' (0 = losses.DEFAULT_TILE).
     members: images optimised together (a vmapped sweep chunk).
     style_levels: levels of the style pyramid (losses.LossSpec.style_levels).
+    platform: 'cpu', 'gpu', ...; None = JAX's default backend. A GPU uses
+      its own calibration (device peak), every other platform the CPU's.
 
   Returns:
     Bytes: the fixed runtime part plus `members` times the per-image part.
-    Calibrated on the benchmark's peak RSS (3 L-BFGS iterations) at 512,
-    1024 and 2048 px on each path and on a 4096 px run: within 11% there.
+    CPU: calibrated on the benchmark's peak RSS (3 L-BFGS iterations) at
+    512, 1024 and 2048 px on each path and on a 4096 px run: within 11%
+    there. GPU: device peaks at 512-8192 px, within +8% (see _GPU_SCALE).
   """
   del num_styles  # Targets are computed before the loop, one style at a time.
-  return int(_FIXED_BYTES + max(1, members) * _per_member_bytes(
-      hw, layers, history_size, memory, tile, style_levels))
+  per_member = _per_member_bytes(hw, layers, history_size, memory, tile,
+                                 style_levels)
+  if (platform or jax.default_backend()) == 'gpu':
+    return int(_GPU_FIXED_BYTES
+               + max(1, members) * _GPU_SCALE[memory] * per_member)
+  return int(_FIXED_BYTES + max(1, members) * per_member)
 
 
 def _fits(needed: int, available: int | None) -> bool:

@@ -278,3 +278,36 @@ def test_budget_caps_the_memory_auto_plans_for():
     choose(6 * 2**30, 0.0, 'plain')
   assert '6.0 GiB available' in str(error.value)
   assert 'memory_budget' not in str(error.value)
+
+
+# Device peaks (MiB) measured with scripts/gpu_check.sh on one H200, jax
+# 0.11.2, default loss (content block4_conv2, five style layers, pyramid):
+# (height, width), path, tile, style levels, CPU model's estimate, device peak.
+_DEFAULT_LAYERS = ('block1_conv1', 'block2_conv1', 'block3_conv1',
+                   'block4_conv1', 'block4_conv2', 'block5_conv1')
+_GPU_PEAKS = [((384, 512), 'plain', 0, 2, 1803.5, 839.7),
+              ((1536, 2048), 'plain', 0, 4, 15050.0, 9387.4),
+              ((3072, 4096), 'tiles', 384, 5, 13366.3, 10608.6),
+              ((6144, 8192), 'tiles', 768, 6, 47109.8, 41643.3)]
+
+
+@pytest.mark.parametrize('hw, path, tile, levels, cpu_mib, peak_mib', _GPU_PEAKS)
+def test_gpu_estimate_covers_the_measured_device_peaks(hw, path, tile, levels,
+                                                       cpu_mib, peak_mib):
+  estimate = lambda platform: memory.estimate_memory_bytes(
+      hw, _DEFAULT_LAYERS, 10, 1, path, tile, style_levels=levels,
+      platform=platform) / 2**20
+  # The same inputs as on the device: the CPU model gives what the probe printed.
+  assert estimate('cpu') == pytest.approx(cpu_mib, abs=0.1)
+  # The GPU model covers the device peak, and by no more than 10%.
+  assert 1.0 <= estimate('gpu') / peak_mib <= 1.10
+
+
+def test_auto_plans_with_the_gpu_model_on_a_gpu(monkeypatch):
+  hw, levels = (3072, 4096), 5
+  h100_share = int(0.75 * 81559 * 2**20)  # What JAX takes of an 80 GB H100.
+  choose = lambda: memory.choose_memory_path(
+      hw, _DEFAULT_LAYERS, 10, available=h100_share, style_levels=levels)
+  assert choose()[0] == 'tiles'  # The CPU model: 56 GiB of 'plain' is too much.
+  monkeypatch.setattr(memory.jax, 'default_backend', lambda: 'gpu')
+  assert choose() == ('plain', 0)
