@@ -227,7 +227,7 @@ if [[ $PART == 2 || $PART == all ]]; then
       *) how=(--memory_probe_path=auto); label="auto, an H100's default share"
          [[ -n $H100_FRACTION ]] && envs=("XLA_PYTHON_CLIENT_MEM_FRACTION=$H100_FRACTION") ;;
     esac
-    step "size_$big" 90 env "${envs[@]}" python scripts/benchmark.py \
+    step "size_$big" $((60 + 45 * i)) env "${envs[@]}" python scripts/benchmark.py \
       "--memory_probe=$big" "${how[@]}" --memory_iterations=3
     figure "${big}px ($label${envs[*]:+, ${envs[*]}}), 3 L-BFGS iterations" \
       "$(probe_line "$RESULTS/size_$big.log")"
