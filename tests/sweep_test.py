@@ -225,6 +225,18 @@ def test_chunked_and_padded_sweep_matches(grid, tmp_path):
   assert 2 * 128 <= width < 3 * 128
 
 
+@pytest.mark.parametrize('batch', [0, 3])
+def test_members_evaluated_together_match(grid, tmp_path, batch):
+  # The reference runs its 4 members one after another (batch 1); here all
+  # 4 under one vmap (0), or 3 and then 1 (3, lax.map's remainder).
+  result = sweep.run_sweep(
+      _config(style_weight='1,100', seed='0,1', batch=batch),
+      tmp_path / 'batched', log=lambda *_: None)
+  for member, same in zip(result['members'], grid[0]['members'], strict=True):
+    assert _max_diff(member['file'], same['file']) <= 1
+    assert member['iterations'] == same['iterations']
+
+
 def _find_tile(sheet: np.ndarray, tile: np.ndarray) -> tuple[int, int]:
   """(row, column) of the top-left corner of `tile` inside `sheet`."""
   th, tw = tile.shape[:2]

@@ -322,10 +322,16 @@ def test_runs_saved_before_a_default_changed_keep_their_values(tmp_path):
   # it reproduces that run, and resuming it with today's defaults is refused.
   old = json.loads(_config().to_json())
   for field in spec.ABSENT_FIELD_VALUES:
-    del old[field]
+    *sections, name = field.split('.')
+    section = old
+    for key in sections:
+      section = section[key]
+    del section[name]
   (tmp_path / 'config.json').write_text(json.dumps({'config': old}))
   loaded = saved_config.load(tmp_path / 'config.json')
   assert loaded.style_pyramid_size == 0 and loaded.style_pyramid_weight == 1.0
+  # A sweep saved then ran all the members of a call under one vmap.
+  assert loaded.sweep.batch == 0 and spec.default_config().sweep.batch == 1
   assert spec.default_config().style_pyramid_size != 0
   (tmp_path / 'state.npz').write_bytes(b'')
   with pytest.raises(UserError, match='style_pyramid_size=0.*style_pyramid_size=256'):
