@@ -15,6 +15,8 @@ Sweep syntax (fields of config.sweep, see configs/default.py):
                        sheet are the first/second swept field) or 'zip'
                        (the i-th values together; lists of one length)
   chunk                members per compiled call, 0 = all (bounds memory)
+  batch                members a device evaluates at once under vmap: 1 (default)
+                       one after another, 0 = all of a call
   tile_size            contact sheet tile, px
 An empty field is not swept. Each member PNG re-makes itself with
 `python scripts/run.py --config=<the PNG>`.

@@ -7,10 +7,10 @@ time under `jax.vmap`, by default one after another; a single member is not
 mapped at all, so a single run costs what it always did). For each group of
 members it goes through the scales (coarse-to-fine), and at each scale
 through chunks of `snapshot_every` iterations, each one `optimize.run_chunk`
-call, cut shorter where an iteration is slow so that a chunk lasts about CHUNK_SECONDS (in a
-single process: processes would time their chunks apart); between
-chunks it logs progress, appends to losses.jsonl and saves the resumable
-state (atomically, so a run killed even with SIGKILL, e.g. by the OOM
+call, cut shorter where an iteration is slow so that a chunk lasts about
+CHUNK_SECONDS (in a single process: processes would time their chunks
+apart); between chunks it logs progress, appends to losses.jsonl and saves
+the resumable state (atomically, so a run killed even with SIGKILL, e.g. by the OOM
 killer, resumes from its last saved chunk), and every `snapshot_every`
 iterations writes a snapshot per member. Ctrl-C / SIGTERM finish the
 chunk, save and raise `Interrupted`; a NaN stops a member and keeps its last
@@ -82,8 +82,8 @@ def _over_members(fn: Callable, num_members: int, in_axes: tuple,
   once). Under vmap the line search's conds become selects that run both
   branches, each evaluating the loss: a vmapped member costs ~2x a single run
   per evaluation on a CPU and 1.5x on an H200 at 512 px, where one member
-  already fills the card. With batch 1 each member runs the very program of
-  a single run. M = 1 (a single run) needs no mapping at all.
+  already fills the card. With batch 1 each member runs the operations of its
+  single run, conds included. M = 1 (a single run) needs no mapping at all.
   """
   if num_members > 1:
     def local(*args):
@@ -126,8 +126,8 @@ def compiled_programs(loss_spec: losses.LossSpec,
   Member-indexed arguments are sharded over the mesh axis 'members' (M a
   multiple of its devices); params, shared targets and num_steps replicated.
   Each device runs its members `batch` at a time (config.sweep.batch; see
-  `_over_members`). jit compiles each once per shape (keep the returned functions to reuse
-  them); `traces` counts the traces.
+  `_over_members`). jit compiles each once per shape (keep the returned
+  functions to reuse them); `traces` counts the traces.
   """
   traces = traces if traces is not None else collections.Counter()
   loss = total_loss(loss_spec)

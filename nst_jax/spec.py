@@ -110,7 +110,7 @@ def default_config() -> ml_collections.ConfigDict:
   c.sweep.seed = ''             # e.g. '0,1,2,3' (noise start, sliced-Wasserstein projections)
   c.sweep.mode = 'grid'         # 'grid': every combination; 'zip': i-th values together
   c.sweep.chunk = 0             # members per compiled call (rounded up to a multiple of the devices); 0 = all
-  c.sweep.batch = 1             # members a device evaluates at once (vmap): 1 = one after another, as single runs; 0 = all
+  c.sweep.batch = 1             # members a device evaluates at once (vmap); 1 = one by one; 0 = all
   c.sweep.tile_size = 128       # contact sheet: long side of each tile, px
   return c
 
