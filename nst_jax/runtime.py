@@ -28,9 +28,10 @@ PROCESS_ID_ENV = 'NST_PROCESS_ID'
 # Autotuning Triton GEMM tilings is the slowest part of XLA:GPU compiles, and
 # cuBLAS serves this model's few matmuls (the Gram matrices) well. Measured on
 # one H200 (jax 0.11.2, scripts/gpu_check.sh): the default loss at 512 px
-# compiled and ran 30 iterations in 9.6 s without Triton GEMM; with XLA's
-# defaults it had not finished after 60 s (the autotuner logging "Delay
-# kernel timed out").
+# compiled in 9.6 s without Triton GEMM; with XLA's defaults (Triton GEMM on,
+# nondeterministic ops allowed) the same fresh process had not compiled and
+# run 30 iterations after 60 s, its autotuner logging "Delay kernel timed
+# out".
 GPU_COMPILE_FLAGS = ('--xla_gpu_enable_triton_gemm=false',)
 # Same seed, same bytes: kernels without atomics (scatter, some cuDNN
 # algorithms) and no autotuning, whose timed picks can differ between
