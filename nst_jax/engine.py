@@ -10,11 +10,11 @@ through chunks of `snapshot_every` iterations, each one `optimize.run_chunk`
 call, cut shorter where an iteration is slow so that a chunk lasts about
 CHUNK_SECONDS (in a single process: processes would time their chunks
 apart); between chunks it logs progress, appends to losses.jsonl and saves
-the resumable state (atomically, so a run killed even with SIGKILL, e.g. by the OOM
-killer, resumes from its last saved chunk), and every `snapshot_every`
-iterations writes a snapshot per member. Ctrl-C / SIGTERM finish the
-chunk, save and raise `Interrupted`; a NaN stops a member and keeps its last
-finite image.
+the resumable state (atomically, so a run killed even with SIGKILL, e.g. by
+the OOM killer, resumes from its last saved chunk), and every
+`snapshot_every` iterations writes a snapshot per member. Ctrl-C / SIGTERM
+finish the chunk, save and raise `Interrupted`; a NaN stops a member and
+keeps its last finite image.
 
 Workdir layout (a single run / a sweep):
   config.json        the config, members, weights and library versions
@@ -87,13 +87,13 @@ def _over_members(fn: Callable, num_members: int, in_axes: tuple,
   """
   if num_members > 1:
     def local(*args):
+      if batch == 0:
+        return jax.vmap(fn, in_axes=in_axes)(*args)
       member_args = [a for a, axis in zip(args, in_axes) if axis is not None]
       def one_member(sliced):
         it = iter(sliced)
         return fn(*[a if axis is None else next(it)
                     for a, axis in zip(args, in_axes)])
-      if batch == 0:
-        return jax.vmap(fn, in_axes=in_axes)(*args)
       # lax.map with batch_size vmaps inside each batch; batch 1 must not
       # (a vmap of one still turns the conds into selects).
       return jax.lax.map(one_member, member_args,

@@ -142,8 +142,11 @@ SWEEPABLE = ('content', 'content_weight', 'style_weight', 'tv_weight',
 SWEEP_MODES = ('grid', 'zip')
 # Refuse sweeps that are surely typos rather than start thousands of runs.
 MAX_MEMBERS = 4096
-# Fields that may differ between an interrupted run and its resumption.
-RESUMABLE_CHANGES = ('resume', 'max_iterations', 'scale_iterations')
+# Fields that may differ between an interrupted run and its resumption
+# (sweep.batch: how members share a device changes the arithmetic's order,
+# not the run).
+RESUMABLE_CHANGES = ('resume', 'max_iterations', 'scale_iterations',
+                     'sweep.batch')
 # Fields whose default changed after they were added, with the value that a
 # config saved without them ran with (the pyramid was off, then its levels
 # weighed 1; a sweep vmapped all the members of a call), so an older run is
@@ -471,18 +474,12 @@ def check_resume(config: ml_collections.ConfigDict) -> Path:
         f'config.resume={config.resume!r} holds no interrupted run (no '
         f'{STATE_FILE} and config.json there): give the workdir of a run that '
         'was stopped before it finished')
-  saved = json.loads(saved_path.read_text())['config']
-  current = json.loads(config.to_json())
+  saved_dict = json.loads(saved_path.read_text())['config']
+  current = _dotted_fields(json.loads(config.to_json()))
   # Fields added to nst_jax after the run was saved: at these values they
   # change nothing.
-  defaults = json.loads(default_config_for(saved).to_json())
-  saved.update({k: defaults[k] for k in set(defaults) - set(saved)})
-  if isinstance(saved.get('sweep'), dict):
-    saved['sweep'] = {**defaults['sweep'], **saved['sweep']}
-  # How members share a device changes the arithmetic's order, not the run.
-  for config_dict in (saved, current):
-    if isinstance(config_dict.get('sweep'), dict):
-      config_dict['sweep'].pop('batch', None)
+  saved = {**_dotted_fields(json.loads(default_config_for(saved_dict).to_json())),
+           **_dotted_fields(saved_dict)}
   changed = sorted(k for k in set(saved) | set(current)
                    if k not in RESUMABLE_CHANGES and saved.get(k) != current.get(k))
   if changed:
@@ -491,9 +488,21 @@ def check_resume(config: ml_collections.ConfigDict) -> Path:
             f'{k}={saved.get(k)!r}' for k in changed) +
         ' but this config has ' + ', '.join(
             f'{k}={current.get(k)!r}' for k in changed) +
-        ': resume with the same config (only max_iterations, '
-        'scale_iterations and sweep.batch may change)')
+        ': resume with the same config (only '
+        + ', '.join(f for f in RESUMABLE_CHANGES if f != 'resume')
+        + ' may change)')
   return workdir
+
+
+def _dotted_fields(config_dict: Mapping[str, Any], prefix: str = '') -> dict:
+  """{'image_size': 512, 'sweep.chunk': 0, ...}: a nested dict's leaves."""
+  out = {}
+  for key, value in config_dict.items():
+    if isinstance(value, Mapping):
+      out.update(_dotted_fields(value, f'{prefix}{key}.'))
+    else:
+      out[f'{prefix}{key}'] = value
+  return out
 
 
 # --- The checks ---------------------------------------------------------------------

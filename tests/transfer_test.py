@@ -315,6 +315,14 @@ def test_resume_refuses_a_changed_config(tmp_path):
                                        max_iterations=9)) == tmp_path
   assert spec.check_resume(_config(resume=str(tmp_path),
                                    scale_iterations='7')) == tmp_path
+  # Fields of a section are compared one by one; sweep.batch may change.
+  batched = _config(resume=str(tmp_path))
+  batched.sweep.batch = 0
+  assert spec.check_resume(batched) == tmp_path
+  batched.sweep.chunk = 3
+  with pytest.raises(UserError, match=r'used sweep\.chunk=0 but this config '
+                     r'has sweep\.chunk=3: .*sweep\.batch may change'):
+    spec.check_resume(batched)
 
 
 def test_runs_saved_before_a_default_changed_keep_their_values(tmp_path):
