@@ -3,7 +3,7 @@ r"""Measure pictures for structure, style and colour; optionally against pastich
   python scripts/compare.py --config=configs/starry.py --pastiche
   python scripts/compare.py --config=configs/starry.py --sizes=256,512,1024
   python scripts/compare.py --config=configs/starry.py \
-      --config.sweep.style_weight=0.3,1,3 --workdir=outputs/front
+      --config.sweep.style_weight=0.003,0.01,0.03 --workdir=outputs/front
   python scripts/compare.py --config=configs/starry.py --pictures=a.png,b.png
 
 Runs the config (every member when config.sweep lists values) at each size,
