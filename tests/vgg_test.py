@@ -83,7 +83,7 @@ def test_prepared_params_give_the_same_features_and_gradients(random_params):
   np.testing.assert_allclose(g_prepared, g_plain, rtol=1e-5, atol=1e-3)
   # The custom input gradient equals autodiff of a plain convolution.
   kernel = random_params['block2_conv1']['kernel'][..., :8]
-  y = jax.random.normal(jax.random.key(5), (1, 6, 5, 64))
+  y = jax.random.normal(jax.random.key(5), (2, 6, 5, 64))  # 2: sums over images
   ref = jax.grad(lambda y: jnp.sum(jnp.sin(jax.lax.conv_general_dilated(
       y, kernel, (1, 1), 'SAME',
       dimension_numbers=('NHWC', 'HWIO', 'NHWC')))))(y)
