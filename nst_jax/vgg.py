@@ -109,7 +109,8 @@ def conv3x3(x: jax.Array, kernel: jax.Array, kernel_t: jax.Array) -> jax.Array:
 
 
 def _conv3x3_fwd(x, kernel, kernel_t):
-  return _conv(x, kernel), (x, kernel, kernel_t)
+  # The backward pass needs the input and kernel_t only (see _kernel_grad).
+  return _conv(x, kernel), (x, kernel_t)
 
 
 def _kernel_grad(x: jax.Array, g: jax.Array) -> jax.Array:
@@ -127,7 +128,7 @@ def _kernel_grad(x: jax.Array, g: jax.Array) -> jax.Array:
 
 
 def _conv3x3_bwd(residuals, g):
-  x, _, kernel_t = residuals
+  x, kernel_t = residuals
   # The kernel gradient is exact too (and removed by XLA when unused, as it
   # is when only the image is optimised).
   return _conv(g, kernel_t), _kernel_grad(x, g), jnp.zeros_like(kernel_t)

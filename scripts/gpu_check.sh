@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The GPU measurements of issues 10 and 11, in two parts that fit one call each
-# (NST_GPU_CHECK_PART=1, 2 or all, and 3 for what they left unmeasured; about 5 minutes each on one H100/H200):
+# (NST_GPU_CHECK_PART=1, 2 or all, and 3 for what they left unmeasured;
+# about 5 minutes each on one H100/H200):
 #  part 1 (issue 10):
 #   1. cold and warm wall of the README command at 512 px (fresh compilation
 #      cache, then the same command again in a new process), ms/iteration,
@@ -19,9 +20,9 @@
 #   6. determinism without the cache (an independent cold compile, against
 #      part 1's picture);
 #   7. scripts/benchmark.py --size=512 with its default tables.
-#  part 3 (left unmeasured on 2026-11-28; NST_GPU_CHECK_PART=3 only):
-#   8. cold and warm README command after the warm-start tracing cuts;
-#   9. the memory table at 512, 1024 and 2048 px on plain, remat and tiles.
+#  part 3 (left unmeasured on 2026-11-28; NST_GPU_CHECK_PART=3 only; part 1
+#   again measures the warm-start tracing cuts):
+#   8. the memory table at 512, 1024 and 2048 px on plain, remat and tiles.
 # Each step has its own timeout, capped by what is left of the budget
 # ($NST_GPU_CHECK_BUDGET_S, default 330 s), so a slow step cannot eat the
 # rest. Every figure is printed as `FIGURE <label>: <value>` and repeated at
@@ -262,16 +263,7 @@ fi
 
 # --- part 3: what parts 1 and 2 left unmeasured (2026-11-28) ------------------------
 if [[ $PART == 3 ]]; then
-  # The warm-start tracing cuts (4e1d67d): cold and warm README command.
-  CACHE_C=$RESULTS/cache_c
-  for run in cold3 warm3; do
-    step $run 100 env NST_COMPILATION_CACHE="$CACHE_C" \
-      python3 scripts/run.py "${RUN_ARGS[@]}" --workdir="$RESULTS/$run"
-    figure "README command ${SIZE}px, $run wall s" "$STEP_WALL (exit $STEP_RC)"
-    compile_lines "$RESULTS/$run.log" "README command, $run: its log"
-  done
-  figure "final.png cold3 vs warm3 (same seed)" \
-    "$(same_bytes "$RESULTS/cold3/final.png" "$RESULTS/warm3/final.png")"
+  # (Part 1, run again, measures the warm-start tracing cuts of 4e1d67d.)
   # The GPU memory estimate at 512-2048 px on every path (issue 11, item 4).
   step memory_paths 300 python3 scripts/benchmark.py "--size=$SIZE" --optimizers= \
     --sweep_members=0 --pastiche_steps=0 "--memory_sizes=${MEMORY_SIZES}" \
