@@ -232,7 +232,7 @@ def test_all_problems_are_reported_together():
       "--config.image_size=abc: 'abc' is not a whole number (image_size is an "
       'int); e.g. --config.image_size=512',
       "--config.style_weight=high: 'high' is not a number (style_weight is a "
-      'float); e.g. --config.style_weight=0.01',
+      'float); e.g. --config.style_weight=0.03',
       '--config.sweep: sweep is a section: set its fields, e.g. '
       '--config.sweep.batch=...',   # ConfigDict lists its keys sorted
       # A field under a value: the value is the nearest field.
