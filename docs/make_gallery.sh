@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Makes the README's gallery (docs/gallery/*.png) with the project's own
+# Makes docs/gallery.md's pictures (docs/gallery/*.png) with the project's own
 # configs, at 256 px so that it runs on a laptop CPU in about 20 minutes.
 # The non-downloadable images come from NST_ASSETS_DIR (default ../shared/images).
 set -euo pipefail
@@ -30,7 +30,7 @@ shoot multiscale              --config=configs/multiscale.py $at256 --config.max
 rm -rf "$work"
 
 # The print-size crop, 1:1 pixels of a 4096 px picture: pass the final.png of
-#   python scripts/run.py --config=configs/highres.py   (hours on a CPU: README)
+#   python scripts/run.py --config=configs/highres.py   (hours on a CPU: docs/memory.md)
 # as HIGHRES_FINAL=<path>; without it docs/gallery/highres_crop.png stays.
 if [[ -n ${HIGHRES_FINAL:-} ]]; then
   python - "$HIGHRES_FINAL" "$out/highres_crop.png" <<'PY'
