@@ -120,11 +120,13 @@ def compiled_programs(loss_spec: losses.LossSpec,
   """(init, run_chunk, loss_terms) for `num_members` members, sharded on `mesh`.
 
   init(x0[M, H, W, 3], params, shared, per_member, weights) -> OptState[M]
-  run_chunk(state, num_steps, params, shared, per_member, weights) -> OptState
+  run_chunk(state, num_steps, max_evaluations, params, shared, per_member,
+            weights) -> OptState
   loss_terms(x[M, H, W, 3], params, shared, per_member, weights) -> {term: [M]}
 
   Member-indexed arguments are sharded over the mesh axis 'members' (M a
-  multiple of its devices); params, shared targets and num_steps replicated.
+  multiple of its devices); params, shared targets, num_steps and
+  max_evaluations (`optimize.run_chunk`'s budget) replicated.
   Each device runs its members `batch` at a time (config.sweep.batch; see
   `_over_members`). jit compiles each once per shape (keep the returned
   functions to reuse them); `traces` counts the traces.
@@ -141,13 +143,14 @@ def compiled_programs(loss_spec: losses.LossSpec,
     return _over_members(one, num_members, (0,) + member_args, mesh, batch)(
         x0, *args)
 
-  def chunk(state, num_steps, *args):
+  def chunk(state, num_steps, max_evaluations, *args):
     traces['chunk'] += 1
     # Each member's while_loop stops on its own status; under vmap, finished
     # members are carried through unchanged until the last one stops.
-    one = lambda s, n, *a: optimize.run_chunk(ospec, loss, s, n, *a)
-    return _over_members(one, num_members, (0, None) + member_args, mesh,
-                         batch)(state, num_steps, *args)
+    one = lambda s, n, budget, *a: optimize.run_chunk(
+        ospec, loss, s, n, *a, max_evaluations=budget)
+    return _over_members(one, num_members, (0, None, None) + member_args, mesh,
+                         batch)(state, num_steps, max_evaluations, *args)
 
   def terms(x, params, shared, per_member, weights):
     traces['terms'] += 1
@@ -159,7 +162,8 @@ def compiled_programs(loss_spec: losses.LossSpec,
   args_sharding = (replicated, replicated, batched, batched)
   return (jax.jit(init, in_shardings=(batched,) + args_sharding,
                   out_shardings=batched),
-          jax.jit(chunk, in_shardings=(batched, replicated) + args_sharding,
+          jax.jit(chunk, in_shardings=(batched, replicated, replicated)
+                  + args_sharding,
                   out_shardings=batched, donate_argnums=0),
           jax.jit(terms, in_shardings=(batched,) + args_sharding,
                   out_shardings=batched))
@@ -516,7 +520,8 @@ def run(spec: spec_lib.RunSpec, log: Log = print) -> dict[str, Any]:
           'members': [dict(row, file=r.workdir / row['file'] if r.workdir
                            else row['file']) for row in rows],
           'devices': [str(d) for d in devices], 'sharding': sharding,
-          'traces': dict(r.traces), 'seconds': time.perf_counter() - t0}
+          'traces': dict(r.traces), 'seconds': time.perf_counter() - t0,
+          'rows': r.rows}
 
 
 def _optimise_call(r: _Run, members: Sequence[spec_lib.Member], call_index: int,
@@ -578,6 +583,11 @@ def _chunks(r: _Run, members, problem, state, chunk_fn, terms_fn, args,
   """
   spec, total = r.spec, r.spec.scale_iterations[scale]
   num_scales = len(members[0].scale_hws)
+  scalar = lambda n: _put(np.int32(n), replicated)
+  # Compiled before the clock starts, so that the chunks' seconds (the ETA,
+  # losses.jsonl, the benchmark) are the optimisation's alone.
+  chunk_fn.lower(state, scalar(1), scalar(0), *args).compile()
+  terms_fn.lower(state.x, *args).compile()
   t_start = time.perf_counter()
   it_start = int(_host(state.iteration).max())
   evals_start = _host(state.evaluations).sum()
@@ -586,8 +596,10 @@ def _chunks(r: _Run, members, problem, state, chunk_fn, terms_fn, args,
   for slot, m in enumerate(members):
     first_slots.setdefault(m.index, (slot, m))
   seconds_per_iteration = start_seconds
-  it = _host(state.iteration)
-  running = (_host(state.status) == optimize.RUNNING) & (it < total)
+  limit = max(spec.evaluation_budgets, default=np.iinfo(np.int32).max)
+  it, evals = _host(state.iteration), _host(state.evaluations)
+  running = ((_host(state.status) == optimize.RUNNING) & (it < total)
+             & (evals < limit))
   while running.any():
     # Running members move in step: they share the iteration count.
     current = int(it[running].max())
@@ -595,15 +607,18 @@ def _chunks(r: _Run, members, problem, state, chunk_fn, terms_fn, args,
     steps = chunk_steps(current, total, spec.snapshot_every,
                         seconds_per_iteration if jax.process_count() == 1
                         else 0.0)
+    budget = min((b for b in spec.evaluation_budgets
+                  if b > evals[running].min()), default=limit)
     t_chunk = time.perf_counter()
-    state = chunk_fn(state, _put(np.int32(steps), replicated), *args)
+    state = chunk_fn(state, scalar(steps), scalar(budget), *args)
     _wait_in_python(state.iteration)
     seconds_per_iteration = (time.perf_counter() - t_chunk) / steps
     terms = {k: _host(v) for k, v in terms_fn(state.x, *args).items()}
     elapsed = time.perf_counter() - t_start
     it, evals = _host(state.iteration), _host(state.evaluations)
     done = int(it.max())
-    running = (_host(state.status) == optimize.RUNNING) & (it < total)
+    running = ((_host(state.status) == optimize.RUNNING) & (it < total)
+               & (evals < limit))
     # A chunk cut short for time saves the state but writes no PNG (30 MB
     # at 4096 px): snapshots stay every snapshot_every iterations.
     snapshot = (done % spec.snapshot_every == 0 or not running.any()

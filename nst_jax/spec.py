@@ -232,6 +232,9 @@ class RunSpec:
     weights_path: the VGG19 .npz (None: the default, ported on first use).
     workdir: where outputs go (None: nothing is written, e.g. benchmarks).
     resume: whether to continue the interrupted run in `workdir`.
+    evaluation_budgets: loss evaluations, ascending, at which chunks also end
+      (a losses.jsonl row each); the run stops at the last. () = no limit
+      (the benchmark sets them with `dataclasses.replace`).
   """
   config: ml_collections.ConfigDict
   sweep: bool
@@ -255,6 +258,7 @@ class RunSpec:
   weights_path: Path | None
   workdir: Path | None
   resume: bool
+  evaluation_budgets: tuple[int, ...] = ()
 
   def style_long_side(self, hw: tuple[int, int]) -> int:
     """The style images' long side at a scale whose content is (H, W)."""
