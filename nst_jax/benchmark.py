@@ -55,7 +55,7 @@ def _problem(size: int, log):
   """(loss, x0, args) of the engine's one member at `size` px, for the rows
   that do not run in the engine (the floor, SciPy, jaxopt's defaults)."""
   spec = spec_lib.parse(_config(size), workdir=False)
-  params, _ = weights_lib.load_vgg19_params(spec.weights_path, log=log)
+  params, _ = spec.weights or weights_lib.load_vgg19_params(log=log)
   problem = problem_lib.build_problem(spec, spec.members, 0,
                                       vgg.prepare_params(params),
                                       log=lambda _: None)
@@ -281,7 +281,7 @@ def sweep_row(size: int, members: int, iterations: int,
   scripts/run.py calls would, minus Python start-up).
   """
   import tempfile  # pylint: disable=import-outside-toplevel
-  from nst_jax import sweep, transfer  # pylint: disable=import-outside-toplevel
+  from nst_jax import transfer  # pylint: disable=import-outside-toplevel
   config = spec_lib.default_config()
   config.image_size = size
   config.max_iterations = config.snapshot_every = iterations
@@ -293,7 +293,7 @@ def sweep_row(size: int, members: int, iterations: int,
   quiet = lambda *_: None
   with tempfile.TemporaryDirectory() as tmp:
     t0 = time.perf_counter()
-    sweep.run_sweep(swept, Path(tmp) / 'sweep', log=quiet)
+    transfer.run(swept, Path(tmp) / 'sweep', log=quiet, sweep=True)
     sweep_s = time.perf_counter() - t0
     t0 = time.perf_counter()
     for k, value in enumerate(values):

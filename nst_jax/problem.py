@@ -141,7 +141,7 @@ def build_problem(spec: spec_lib.RunSpec, members: Sequence[spec_lib.Member],
   # Targets depend on the content and, for sliced Wasserstein, on the seed
   # (its projections): compute them once per distinct pair.
   by_seed = loss_spec.style_loss == 'sliced_wasserstein'
-  keys = [(m.content_path, m.config.seed if by_seed else 0) for m in members]
+  keys = [(m.content_path, m.seed if by_seed else 0) for m in members]
   blend = jnp.asarray(spec.style_blend, jnp.float32)
   targets = {}
   for key in dict.fromkeys(keys):
@@ -169,7 +169,7 @@ def build_problem(spec: spec_lib.RunSpec, members: Sequence[spec_lib.Member],
       start = jax.image.resize(start_rgb[i], seen.shape, 'lanczos3').clip(0, 1)
     else:
       start = initial_image(spec.init, seen, styles[0],
-                            prng_keys(m.config.seed)['init'])
+                            prng_keys(m.seed)['init'])
     starts.append(vgg.preprocess(start))
   weights = [{'content': jnp.float32(w['content']),
               'style': jnp.float32(w['style']), 'tv': jnp.float32(w['tv']),

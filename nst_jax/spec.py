@@ -16,6 +16,7 @@ optimises every member the same way.
 import dataclasses
 import datetime
 import difflib
+import functools
 import itertools
 import json
 import math
@@ -33,6 +34,7 @@ from nst_jax import optimize
 from nst_jax import vgg
 from nst_jax import weights as weights_lib
 from nst_jax.errors import UserError
+from nst_jax.run_state import STATE_FILE
 
 
 def default_config() -> ml_collections.ConfigDict:
@@ -170,7 +172,8 @@ def default_config_for(saved: Mapping[str, Any]) -> ml_collections.ConfigDict:
     if name not in (held or {}):
       where[name] = value
   return config
-STATE_FILE = 'state.npz'
+
+
 # What a folder given as config.sweep.content contributes.
 PHOTO_SUFFIXES = ('.jpg', '.jpeg', '.png', '.tif', '.tiff', '.webp', '.bmp')
 
@@ -186,6 +189,9 @@ class Member:
     file: its output file name in the workdir ('final.png' for a single run).
     content_path: its content image.
     scale_hws: its content's (H, W) at each scale, smallest first.
+    seed: its PRNG seed (noise start, sliced-Wasserstein projections).
+    loss_weights: {'content', 'style', 'tv', 'style_pyramid': float,
+      'style_layers': tuple of float, one per style layer}.
   """
   index: int
   values: dict[str, Any]
@@ -193,18 +199,8 @@ class Member:
   file: str
   content_path: Path
   scale_hws: tuple[tuple[int, int], ...]
-
-  @property
-  def loss_weights(self) -> dict[str, Any]:
-    """{'content', 'style', 'tv', 'style_pyramid': float,
-    'style_layers': tuple of float}."""
-    c = self.config
-    count = len(split_list(c.style_layers))
-    return {'content': float(c.content_weight), 'style': float(c.style_weight),
-            'tv': float(c.tv_weight),
-            'style_pyramid': float(c.style_pyramid_weight),
-            'style_layers': _floats('style_layer_weights', c.style_layer_weights,
-                                    count, [])}
+  seed: int
+  loss_weights: dict[str, Any]
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -229,7 +225,11 @@ class RunSpec:
       path is chosen per scale, so small scales keep the fast plain path.
     scale_iterations: iterations at each scale, smallest first.
     snapshot_every: iterations per chunk.
-    weights_path: the VGG19 .npz (None: the default, ported on first use).
+    image_size: the output's long side, px.
+    content_name, style_name: the stems of the first content and style
+      (workdir names, the contact sheet's title).
+    weights: (VGG19 params, the weights file's metadata), read and checked
+      once here; None: the default file is missing (the engine ports it).
     workdir: where outputs go (None: nothing is written, e.g. benchmarks).
     resume: whether to continue the interrupted run in `workdir`.
     evaluation_budgets: loss evaluations, ascending, at which chunks also end
@@ -255,7 +255,10 @@ class RunSpec:
   scale_iterations: tuple[int, ...]
   scale_loss_specs: tuple[losses.LossSpec, ...]
   snapshot_every: int
-  weights_path: Path | None
+  image_size: int
+  content_name: str
+  style_name: str
+  weights: tuple[dict, dict] | None
   workdir: Path | None
   resume: bool
   evaluation_budgets: tuple[int, ...] = ()
@@ -442,12 +445,24 @@ def member_config(base: ml_collections.ConfigDict, values: dict[str, Any]
   return out
 
 
+def _stem(images: str) -> str:
+  """'photos/a.jpg,b' -> 'a': the first image's name ('image' if none)."""
+  return Path((split_list(images) or ('image',))[0]).stem
+
+
+@functools.lru_cache(maxsize=2)
+def _load_weights(path: Path, version: tuple | None) -> tuple[dict, dict]:
+  """weights.load_vgg19_params, once per file `version` (mtime, size): a
+  process that parses many runs (compare, tests) reads and hashes it once."""
+  del version  # the cache key: a rewritten file is read again
+  return weights_lib.load_vgg19_params(path, auto_port=False)
+
+
 def default_workdir(config: ml_collections.ConfigDict, sweep: bool = False
                     ) -> Path:
   """outputs/[sweep-]<content>-<style>-<YYYYmmdd-HHMMSS>: never an earlier run's."""
-  stem = lambda s: Path(split_list(s)[0] if split_list(s) else 'image').stem
   stamp = datetime.datetime.now().strftime('%Y%m%d-%H%M%S')
-  name = f'{stem(config.content)}-{stem(config.style)}-{stamp}'
+  name = f'{_stem(config.content)}-{_stem(config.style)}-{stamp}'
   return Path('outputs') / (f'sweep-{name}' if sweep else name)
 
 
@@ -710,8 +725,6 @@ def parse(config: ml_collections.ConfigDict, workdir: str | os.PathLike | None,
     problems.append(f'config.sweep.{swept[0]} is set: scripts/run.py makes one '
                     'image; run sweeps with scripts/sweep.py (or clear '
                     + ', '.join(f'config.sweep.{f}' for f in swept) + ')')
-  _floats('style_layer_weights', text('style_layer_weights'), len(style_layers),
-          problems)
   style_specs = split_list(text('style'))
   if not style_specs:
     problems.append("config.style is empty: name a style image, e.g. "
@@ -726,6 +739,8 @@ def parse(config: ml_collections.ConfigDict, workdir: str | os.PathLike | None,
   # --- Members: each one's content image and sizes.
   base = single_run_config(config)
   members, contents = [], {}
+  layer_weights = _floats('style_layer_weights', text('style_layer_weights'),
+                          len(style_layers), problems)
   for index, member in enumerate(member_values):
     member_cfg = member_config(base, member)
     field = 'sweep.content' if 'content' in member else 'content'
@@ -737,7 +752,15 @@ def parse(config: ml_collections.ConfigDict, workdir: str | os.PathLike | None,
     if found and found[1]:
       file = (member_file(index, member, len(member_values)) if sweep
               else 'final.png')
-      members.append(Member(index, member, member_cfg, file, *found))
+      weights = {'content': float(member_cfg.content_weight),
+                 'style': float(member_cfg.style_weight),
+                 'tv': float(member_cfg.tv_weight),
+                 'style_pyramid': float(config.style_pyramid_weight),
+                 'style_layers': _floats(
+                     '', member_cfg.style_layer_weights, len(style_layers), [])
+                 if 'style_layer_weights' in member else layer_weights}
+      members.append(Member(index, member, member_cfg, file, *found,
+                            seed=int(member_cfg.seed), loss_weights=weights))
   # --- Style sizes: every style image must survive the pools too.
   style_sizes = {}
   for text, path in zip(style_specs, style_paths):
@@ -778,11 +801,15 @@ def parse(config: ml_collections.ConfigDict, workdir: str | os.PathLike | None,
       except UserError as e:
         if scale == config.scales - 1:  # smaller scales need less
           problems.append(str(e))
-  # --- Weights file (checked now so a tampered file fails before compiling).
-  weights_path = Path(config.weights) if config.weights else None
-  if weights_path is not None:
+  # --- Weights (read and checked once, so a tampered file fails before
+  # compiling); a missing default file is ported by the engine.
+  weights = None
+  path = Path(config.weights) if config.weights else \
+      weights_lib.default_weights_path()
+  if config.weights or path.exists():
     try:
-      weights_lib.check_weights_file(weights_path)
+      stat = path.stat() if path.exists() else None
+      weights = _load_weights(path, stat and (stat.st_mtime_ns, stat.st_size))
     except UserError as e:
       problems.append(f'config.weights: {e}')
   # --- Workdir.
@@ -819,5 +846,7 @@ def parse(config: ml_collections.ConfigDict, workdir: str | os.PathLike | None,
           first_step_fraction=float(config.first_step_fraction),
           learning_rate=float(config.learning_rate)),
       scale_iterations=tuple(int(n) for n in iterations),
-      snapshot_every=config.snapshot_every, weights_path=weights_path,
+      snapshot_every=config.snapshot_every, image_size=config.image_size,
+      content_name=_stem(config.content), style_name=_stem(config.style),
+      weights=weights,
       workdir=workdir, resume=resume)
