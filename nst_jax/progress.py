@@ -1,4 +1,5 @@
-"""The run's progress line: iterations, evaluations, losses, rate and ETA."""
+"""What a run logs: the sweep's layout, progress (iterations, evaluations,
+losses, rate, ETA) and the results."""
 
 from collections.abc import Sequence
 
@@ -47,3 +48,35 @@ def progress_line(spec: spec_lib.RunSpec, members: Sequence[spec_lib.Member],
           f'{terms["total"][0]:.4g}  content {terms["content"][0]:.4g}  style '
           f'{terms["style"][0]:.4g}  tv {terms["tv"][0]:.4g}  {rate:.2f} '
           f'evals/s  {eta}')
+
+
+def sweep_line(spec: spec_lib.RunSpec, devices: Sequence, calls: Sequence
+               ) -> str:
+  """'sweep: 4 members (grid of ...) on 1 device(s) (cpu), 1 call(s) of 4'."""
+  return (f'sweep: {len(spec.members)} members ({spec.mode} of '
+          + ', '.join(f'{f} x{len(spec.values[f])}' for f in spec.fields)
+          + f') on {len(devices)} device(s) ({devices[0].platform}), '
+          f'{len(calls)} call(s) of {len(calls[0])}')
+
+
+def result_lines(spec: spec_lib.RunSpec, rows: Sequence[dict], sheet,
+                 seconds: float, compiles: str) -> list[str]:
+  """The lines that end a run: each member's result and what was written
+  (a sweep's `rows` and `sheet`), and `compiles` (all of the run's)."""
+  lines = []
+  if spec.sweep:
+    lines += [f"{row['file']}: total {row['total']:.4g}  content "
+              f"{row['content']:.4g}  style {row['style']:.4g}  tv "
+              f"{row['tv']:.4g}  ({row['iterations']} iterations, "
+              f"{row['evaluations']} evaluations, {row['status']})"
+              for row in rows]
+    lines.append(f'wrote {len(rows)} images, {sheet}, results.jsonl and '
+                 f'config.json in {spec.workdir} ({seconds:.1f}s)')
+  lines.append(f'all compiling: {compiles}')
+  row = rows[0]
+  if not spec.sweep and spec.workdir and row['status'] != 'diverged':
+    lines.append(f"wrote {spec.workdir / row['file']} ({row['iterations']} "
+                 f"iterations, {row['evaluations']} evaluations, "
+                 f'{seconds:.1f}s); snapshots, losses.jsonl and config.json '
+                 f'are in {spec.workdir}')
+  return lines

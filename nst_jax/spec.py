@@ -683,6 +683,113 @@ def _pyramid_levels(config, hws: list[tuple[int, int]],
   return levels
 
 
+def _styles_and_init(config, problems: list[str]):
+  """(config.style's items, their paths, blend weights, init mode or path)."""
+  text = lambda field: config.get(field) if isinstance(config.get(field), str) else ''
+  style_specs = split_list(text('style'))
+  if not style_specs:
+    problems.append("config.style is empty: name a style image, e.g. "
+                    "'starry_night' or a path")
+  style_paths = [_resolve('style', s, problems) for s in style_specs]
+  style_blend = _floats('style_blend', text('style_blend'), len(style_specs),
+                        problems)
+  init: str | Path | None = config.init
+  if config.init not in INIT_MODES:
+    init = _resolve('init', text('init'), problems)
+  return style_specs, style_paths, style_blend, init
+
+
+def _members(config, member_values: list[dict[str, Any]], sweep: bool,
+             num_style_layers: int, min_side: int, sizes_ok: bool,
+             problems: list[str]) -> list[Member]:
+  """The members whose content image was found (and sized, if `sizes_ok`)."""
+  base = single_run_config(config)
+  members, contents = [], {}
+  for index, values in enumerate(member_values):
+    single = member_config(base, values)
+    field = 'sweep.content' if 'content' in values else 'content'
+    if single.content not in contents:
+      path = _resolve(field, str(single.content), problems)
+      contents[single.content] = path and sizes_ok and (path, _scale_hws(
+          config, path, min_side, problems, field))
+    found = contents[single.content]
+    if found and found[1]:
+      file = (member_file(index, values, len(member_values)) if sweep
+              else 'final.png')
+      weights = {'content': float(single.content_weight),
+                 'style': float(single.style_weight),
+                 'tv': float(single.tv_weight),
+                 'style_pyramid': float(single.style_pyramid_weight),
+                 'style_layers': _floats('', single.style_layer_weights,
+                                         num_style_layers, [])}
+      members.append(Member(index, values, single, file, *found,
+                            seed=int(single.seed), loss_weights=weights))
+  return members
+
+
+def _style_sizes(config, style_specs, style_paths, members: list[Member],
+                 min_side: int, problems: list[str]
+                 ) -> list[tuple[int, int] | None]:
+  """(H, W) of each style image (None: not found), checked to survive the
+  pools at every member's smallest scale."""
+  sizes = {}
+  for name, path in zip(style_specs, style_paths):
+    try:
+      sizes[name] = path and image_lib.read_image_size(path)
+    except UserError as e:
+      problems.append(f'config.style: {e}')
+  for hws in {m.scale_hws[0] for m in members}:
+    long_side = style_long_side(config.style_scale, hws)
+    for name, size in sizes.items():
+      hw = size and image_lib.resized_hw(size, long_side)
+      if hw and min(hw) < min_side:
+        problems.append(
+            f'config.style_scale={config.style_scale} makes style image '
+            f'{name} {hw[1]}x{hw[0]} px, too small for the deepest layer '
+            f'(needs >= {min_side} px a side): raise style_scale or image_size')
+  return list(sizes.values())
+
+
+def _memory_paths(config, members: list[Member], sweep: bool,
+                  layers: tuple[str, ...], num_styles: int,
+                  scale_levels: list[int], problems: list[str]
+                  ) -> list[tuple[str, int]]:
+  """(memory path, tile) per scale (`memory.choose_memory_path`), or a problem
+  where the largest scale cannot fit."""
+  slots = len(members) if sweep and config.sweep.chunk == 0 else (
+      min(config.sweep.chunk, len(members)) if sweep else 1)
+  paths = [('plain', 0)] * config.scales
+  for scale in range(config.scales):
+    largest = max((m.scale_hws[scale] for m in members),
+                  key=lambda hw: hw[0] * hw[1])
+    try:
+      paths[scale] = memory.choose_memory_path(
+          largest, layers, config.history_size, num_styles, slots,
+          config.memory, config.tile, field='config.image_size',
+          value=config.image_size, style_levels=scale_levels[scale],
+          budget=float(config.memory_budget))
+    except UserError as e:
+      if scale == config.scales - 1:  # smaller scales need less
+        problems.append(str(e))
+  return paths
+
+
+def _weights(config, problems: list[str]) -> tuple[dict, dict] | None:
+  """(params, info) of config.weights, read and checked once so that a
+  tampered file fails before compiling; None: the default file is missing
+  (the engine ports it)."""
+  path = Path(config.weights) if config.weights else \
+      weights_lib.default_weights_path()
+  if not (config.weights or path.exists()):
+    return None
+  try:
+    stat = path.stat() if path.exists() else None
+    return _load_weights(path, stat and (stat.st_mtime_ns, stat.st_size))
+  except UserError as e:
+    problems.append(f'config.weights: {e}')
+    return None
+
+
 def parse(config: ml_collections.ConfigDict, workdir: str | os.PathLike | None,
           *, sweep: bool = False) -> RunSpec:
   """Checks the whole config and its files; returns the spec of the run.
@@ -725,93 +832,25 @@ def parse(config: ml_collections.ConfigDict, workdir: str | os.PathLike | None,
     problems.append(f'config.sweep.{swept[0]} is set: scripts/run.py makes one '
                     'image; run sweeps with scripts/sweep.py (or clear '
                     + ', '.join(f'config.sweep.{f}' for f in swept) + ')')
-  style_specs = split_list(text('style'))
-  if not style_specs:
-    problems.append("config.style is empty: name a style image, e.g. "
-                    "'starry_night' or a path")
-  style_paths = [_resolve('style', s, problems) for s in style_specs]
-  style_blend = _floats('style_blend', text('style_blend'), len(style_specs),
-                        problems)
-  init: str | Path | None = config.init
-  if config.init not in INIT_MODES:
-    init = _resolve('init', text('init'), problems)
+  style_specs, style_paths, style_blend, init = _styles_and_init(config,
+                                                                 problems)
   min_side = vgg.min_image_side(content_layers + style_layers or ('block1_conv1',))
-  # --- Members: each one's content image and sizes.
-  base = single_run_config(config)
-  members, contents = [], {}
-  layer_weights = _floats('style_layer_weights', text('style_layer_weights'),
-                          len(style_layers), problems)
-  for index, member in enumerate(member_values):
-    member_cfg = member_config(base, member)
-    field = 'sweep.content' if 'content' in member else 'content'
-    if member_cfg.content not in contents:
-      path = _resolve(field, str(member_cfg.content), problems)
-      contents[member_cfg.content] = path and sizes_ok and (path, _scale_hws(
-          config, path, min_side, problems, field))
-    found = contents[member_cfg.content]
-    if found and found[1]:
-      file = (member_file(index, member, len(member_values)) if sweep
-              else 'final.png')
-      weights = {'content': float(member_cfg.content_weight),
-                 'style': float(member_cfg.style_weight),
-                 'tv': float(member_cfg.tv_weight),
-                 'style_pyramid': float(config.style_pyramid_weight),
-                 'style_layers': _floats(
-                     '', member_cfg.style_layer_weights, len(style_layers), [])
-                 if 'style_layer_weights' in member else layer_weights}
-      members.append(Member(index, member, member_cfg, file, *found,
-                            seed=int(member_cfg.seed), loss_weights=weights))
-  # --- Style sizes: every style image must survive the pools too.
-  style_sizes = {}
-  for text, path in zip(style_specs, style_paths):
-    try:
-      style_sizes[text] = path and image_lib.read_image_size(path)
-    except UserError as e:
-      problems.append(f'config.style: {e}')
-  for hws in {m.scale_hws[0] for m in members}:
-    long_side = style_long_side(config.style_scale, hws)
-    for text, size in style_sizes.items():
-      hw = size and image_lib.resized_hw(size, long_side)
-      if hw and min(hw) < min_side:
-        problems.append(
-            f'config.style_scale={config.style_scale} makes style image '
-            f'{text} {hw[1]}x{hw[0]} px, too small for the deepest layer '
-            f'(needs >= {min_side} px a side): raise style_scale or image_size')
-  # --- Style pyramid: its levels at each scale.
-  scale_levels = [1] * (config.scales if sizes_ok else 1)
+  _floats('style_layer_weights', text('style_layer_weights'), len(style_layers),
+          problems)
+  members = _members(config, member_values, sweep, len(style_layers),
+                     min_side, sizes_ok, problems)
+  style_sizes = _style_sizes(config, style_specs, style_paths, members,
+                             min_side, problems)
+  # --- Style pyramid levels and memory paths, per scale.
+  scale_levels, scale_paths = [1], [('plain', 0)]
   if members and sizes_ok:
     scale_levels = [_pyramid_levels(config, [m.scale_hws[scale] for m in members],
-                                    list(style_sizes.values()), min_side)
+                                    style_sizes, min_side)
                     for scale in range(config.scales)]
-  # --- Memory: pick the path per scale, or refuse a size that cannot fit.
-  scale_paths = [('plain', 0)] * (config.scales if sizes_ok else 1)
-  if members and sizes_ok:
-    slots = len(members) if sweep and config.sweep.chunk == 0 else (
-        min(config.sweep.chunk, len(members)) if sweep else 1)
-    for scale in range(config.scales):
-      largest = max((m.scale_hws[scale] for m in members),
-                    key=lambda hw: hw[0] * hw[1])
-      try:
-        scale_paths[scale] = memory.choose_memory_path(
-            largest, content_layers + style_layers, config.history_size,
-            len(style_specs), slots, config.memory, config.tile,
-            field='config.image_size', value=config.image_size,
-            style_levels=scale_levels[scale],
-            budget=float(config.memory_budget))
-      except UserError as e:
-        if scale == config.scales - 1:  # smaller scales need less
-          problems.append(str(e))
-  # --- Weights (read and checked once, so a tampered file fails before
-  # compiling); a missing default file is ported by the engine.
-  weights = None
-  path = Path(config.weights) if config.weights else \
-      weights_lib.default_weights_path()
-  if config.weights or path.exists():
-    try:
-      stat = path.stat() if path.exists() else None
-      weights = _load_weights(path, stat and (stat.st_mtime_ns, stat.st_size))
-    except UserError as e:
-      problems.append(f'config.weights: {e}')
+    scale_paths = _memory_paths(config, members, sweep, content_layers +
+                                style_layers, len(style_specs), scale_levels,
+                                problems)
+  weights = _weights(config, problems)
   # --- Workdir.
   if workdir is None:
     workdir = default_workdir(config, sweep)
