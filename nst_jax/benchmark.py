@@ -34,6 +34,7 @@ import numpy as np
 from nst_jax import engine
 from nst_jax import memory
 from nst_jax import problem as problem_lib
+from nst_jax import programs
 from nst_jax import runtime
 from nst_jax import spec as spec_lib
 from nst_jax import vgg
@@ -62,7 +63,7 @@ def _problem(size: int, log):
   first = lambda tree: jax.tree.map(lambda v: v[0], tree)
   args = (problem.params, problem.shared, first(problem.per_member),
           first(problem.weights))
-  return engine.total_loss(spec.loss_spec), problem.x0[0], args
+  return programs.total_loss(spec.loss_spec), problem.x0[0], args
 
 
 def _in_engine(spec: spec_lib.RunSpec, budgets=()) -> dict[str, Any]:

@@ -14,7 +14,12 @@ the resumable state (atomically, so a run killed even with SIGKILL, e.g. by
 the OOM killer, resumes from its last saved chunk), and every
 `snapshot_every` iterations writes a snapshot per member. Ctrl-C / SIGTERM
 finish the chunk, save and raise `Interrupted`; a NaN stops a member and
-keeps its last finite image.
+keeps its last finite image. A run may also stop at loss-evaluation budgets
+(`RunSpec.evaluation_budgets`, the benchmark's).
+
+Beside the loop: the compiled programs (`programs`), what is written and in
+which format (`records`), the state file (`run_state`), Ctrl-C (`signals`)
+and the log lines (`progress`).
 
 Workdir layout (a single run / a sweep):
   config.json        the config, members, weights and library versions

@@ -113,7 +113,8 @@ def build_problem(spec: spec_lib.RunSpec, members: Sequence[spec_lib.Member],
   """
   hw = members[0].scale_hws[scale]
   style_rgbs = [jnp.asarray(image_lib.load_image(
-      p, long_side=spec.style_long_side(hw))) for p in spec.style_paths]
+      p, long_side=spec_lib.style_long_side(spec.style_scale, hw)))
+      for p in spec.style_paths]
   loaded: dict[Path, tuple] = {}
   for m in members:
     if m.content_path in loaded:

@@ -263,10 +263,6 @@ class RunSpec:
   resume: bool
   evaluation_budgets: tuple[int, ...] = ()
 
-  def style_long_side(self, hw: tuple[int, int]) -> int:
-    """The style images' long side at a scale whose content is (H, W)."""
-    return style_long_side(self.style_scale, hw)
-
 
 def style_long_side(style_scale: float, hw: tuple[int, int]) -> int:
   """Style images' long side (px) for content (H, W): style_scale x its long side."""
