@@ -342,7 +342,7 @@ def _chunks(r: _Run, members, problem, state, chunk, terms_of,
       r.rows.append(records.loss_row(
           spec, m, scale, int(it[slot]), int(evals[slot]),
           {k: float(v[slot]) for k, v in terms.items()}, elapsed))
-      if pictures is not None:
+      if pictures is not None and r.writer:
         r.save_png(records.snapshot_path(spec, m, int(it[slot]), scale),
                    pictures[slot], m)
     r.write_text('losses.jsonl', records.jsonl(r.rows))
