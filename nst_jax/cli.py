@@ -1,8 +1,10 @@
-"""What scripts/*.py share: config checks, and user errors as `error:` lines.
+"""What scripts/*.py share: the config, its checks, user errors as `error:` lines.
 
-`run` checks `--config` and every `--config.<field>=<value>` before absl parses
-argv, so each typo or value of the wrong type is one `error:` line, all at once
-(exit 2), not a traceback. Ranges are the run spec's (nst_jax/spec.py) to check.
+`run` loads `--config` (a config file, or a PNG or config.json a run wrote)
+once and checks every `--config.<field>=<value>` before absl parses argv, so
+each typo or value of the wrong type is one `error:` line, all at once (exit
+2), not a traceback; absl then applies the overrides to the loaded config.
+Ranges are the run spec's (nst_jax/spec.py) to check.
 """
 
 from collections.abc import Callable
@@ -10,6 +12,7 @@ import contextlib
 import difflib
 import inspect
 import os
+from pathlib import Path
 import re
 import runpy
 import sys
@@ -20,10 +23,12 @@ from absl import app
 from absl import flags
 from absl import logging
 import ml_collections
+from ml_collections import config_flags
 
 from nst_jax import runtime
 from nst_jax import saved_config
 from nst_jax.errors import UserError
+from nst_jax.signals import Interrupted
 
 # absl's own parsers, so that a value passing here also passes there.
 _TYPES = {int: (flags.IntegerParser(), 'a whole number', 'an int'),
@@ -42,29 +47,38 @@ def exit_with_user_error(error: UserError) -> None:
 def call(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
   """fn(*args, **kwargs) for a script: a UserError becomes `error:` lines
   (exit 2), an interrupted run its message and exit 130 (resume it)."""
-  from nst_jax import engine  # pylint: disable=import-outside-toplevel
   try:
     return fn(*args, **kwargs)
   except UserError as e:
     exit_with_user_error(e)
-  except engine.Interrupted as e:
+  except Interrupted as e:
     print(e, file=sys.stderr)
     sys.exit(130)
 
 
 def run(main: Callable[[list[str]], None]) -> None:
-  """app.run(main) once check_config_argv passes (saved configs rewritten)."""
+  """app.run(main) once `load_config_argv` passes; absl's flag 'config' holds
+  the config with its overrides (see `checked_config`)."""
   try:
-    sys.argv = check_config_argv(saved_config.rewrite_argv(sys.argv))
+    argv, config = load_config_argv(sys.argv)
   except UserError as e:
     exit_with_user_error(e)
+  # absl reads only the overrides: the file has run once, here.
+  sys.argv = [arg for i, arg in enumerate(argv)
+              if not _CONFIG.fullmatch(arg) and not (
+                  i and _CONFIG.fullmatch(argv[i - 1])
+                  and _CONFIG.fullmatch(argv[i - 1])[1] is None)]
+  if config is not None:
+    config_flags.DEFINE_config_dict('config', config, 'The --config given.',
+                                    lock_config=True)
   app.run(main)
 
 
-def checked_config(argv: list[str], config: ml_collections.ConfigDict | None,
-                   example: str) -> ml_collections.ConfigDict:
-  """`config` after runtime.configure; app.UsageError if none or with extras."""
+def checked_config(argv: list[str], example: str) -> ml_collections.ConfigDict:
+  """The config of `run` after runtime.configure; app.UsageError if none or
+  with extras."""
   logging.set_verbosity(logging.WARNING)  # JAX's backend probing is noise here
+  config = flags.FLAGS.config if 'config' in flags.FLAGS else None
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
   if config is None:
@@ -90,7 +104,10 @@ def _describe(error: Exception, path: str) -> str:
 
 
 def load_config_file(spec: str) -> ml_collections.ConfigDict:
-  """The config `--config=<path>[:<variant>]` loads, or a one-line UserError."""
+  """The config `--config=<path>[:<variant>]` loads, or a one-line UserError;
+  a PNG or config.json a run wrote stands for its config (`saved_config`)."""
+  if Path(spec).suffix.lower() in saved_config.SAVED_SUFFIXES:
+    return saved_config.load(spec)
   path, has_variant, variant = spec.partition(':')
   where = f'--config={spec}'
   if not os.path.isfile(path):
@@ -181,19 +198,27 @@ def _check(fields: dict[str, object], shown: str, field: str,
 
 
 def check_config_argv(argv: list[str]) -> list[str]:
-  """Checks `--config=<file>` (the last one) and every override in argv.
+  """`load_config_argv`'s argv."""
+  return load_config_argv(argv)[0]
+
+
+def load_config_argv(argv: list[str]
+                     ) -> tuple[list[str], ml_collections.ConfigDict | None]:
+  """Loads `--config=<file>` (the last one); checks every override in argv.
 
   Each override (`--config.a.b=v`, `--config.a.b v`; `--config.a` and
   `--noconfig.a` for true/false) must name a field and parse as its type.
-  Returns argv (as is without --config) with each as `--config.a.b=v`, whole
-  ints such as `1e3` as `1000`. Raises UserError: one line for each problem.
+  Returns (argv with each as `--config.a.b=v`, whole ints such as `1e3` as
+  `1000`; the config, overrides not applied), or (argv, None) without
+  --config. Raises UserError: one line for each problem.
   """
   at = [i for i, arg in enumerate(argv) if _CONFIG.fullmatch(arg)]
   if not at:
-    return argv
+    return argv, None
   spec = _CONFIG.fullmatch(argv[at[-1]])[1]
   spec = (argv[at[-1] + 1:] or [''])[0] if spec is None else spec
-  fields, problems, out, i = _flatten(load_config_file(spec)), [], argv[:1], 1
+  config = load_config_file(spec)
+  fields, problems, out, i = _flatten(config), [], argv[:1], 1
   while i < len(argv):
     before, arg, i = i < at[0], argv[i], i + 1
     if not (match := _OVERRIDE.fullmatch(arg)):
@@ -213,4 +238,4 @@ def check_config_argv(argv: list[str]) -> list[str]:
       problems.append(str(e))
   if problems:
     raise UserError('\n'.join(problems))
-  return out
+  return out, config

@@ -47,12 +47,12 @@ import numpy as np
 from PIL import Image
 
 from nst_jax import baselines
-from nst_jax import engine
 from nst_jax import files
 from nst_jax import image as image_lib
 from nst_jax import losses
 from nst_jax import spec as spec_lib
 from nst_jax import sweep
+from nst_jax import transfer
 from nst_jax import vgg
 from nst_jax import weights as weights_lib
 from nst_jax.errors import UserError
@@ -162,8 +162,8 @@ def _load_at(path: Path, hw: tuple[int, int]) -> np.ndarray:
 def _run_config(config: ml_collections.ConfigDict, workdir: Path,
                 log: Callable[[str], Any]) -> list[tuple[str, Path]]:
   """Runs `config` (a sweep when config.sweep lists values): (label, png)."""
-  sweep = bool(spec_lib.swept_fields(config))
-  result = engine.run(spec_lib.parse(config, workdir, sweep=sweep), log)
+  result = transfer.run(config, workdir, log,
+                        sweep=bool(spec_lib.swept_fields(config)))
   pictures = []
   for row in result['members']:
     if row['status'] == 'diverged':
@@ -225,14 +225,14 @@ def compare(config: ml_collections.ConfigDict, workdir: str | os.PathLike,
              for label, path in _run_config(sized, folder / 'nst_jax', log)]
     if pastiche:
       theirs = baselines.time_pastiche(content_path, first.style_paths[0],
-                                       size, max(1, config.max_iterations - 1))
+                                       size, max(1, first.scale_iterations[-1] - 1))
       path = folder / 'pastiche.png'
       image_lib.save_png(path, theirs['image'] / 255.0)
       log(f"pastiche at {size} px: {theirs['steps'] + 1} steps in "
           f"{theirs['setup_s'] + theirs['first_step_s'] + theirs['wall_s']:.1f} s")
       made.append(('pastiche ' + baselines.PASTICHE_VERSION, size, path))
 
-  params, _ = weights_lib.load_vgg19_params(first.weights_path, log=log)
+  params, _ = first.weights or weights_lib.load_vgg19_params(log=log)
   images = [_load_at(path, photo.shape[:2]) for _, _, path in made]
   rows = [{'label': label, 'size': size, 'file': str(path), **values}
           for (label, size, path), values in zip(

@@ -113,7 +113,8 @@ def build_problem(spec: spec_lib.RunSpec, members: Sequence[spec_lib.Member],
   """
   hw = members[0].scale_hws[scale]
   style_rgbs = [jnp.asarray(image_lib.load_image(
-      p, long_side=spec.style_long_side(hw))) for p in spec.style_paths]
+      p, long_side=spec_lib.style_long_side(spec.style_scale, hw)))
+      for p in spec.style_paths]
   loaded: dict[Path, tuple] = {}
   for m in members:
     if m.content_path in loaded:
@@ -141,7 +142,7 @@ def build_problem(spec: spec_lib.RunSpec, members: Sequence[spec_lib.Member],
   # Targets depend on the content and, for sliced Wasserstein, on the seed
   # (its projections): compute them once per distinct pair.
   by_seed = loss_spec.style_loss == 'sliced_wasserstein'
-  keys = [(m.content_path, m.config.seed if by_seed else 0) for m in members]
+  keys = [(m.content_path, m.seed if by_seed else 0) for m in members]
   blend = jnp.asarray(spec.style_blend, jnp.float32)
   targets = {}
   for key in dict.fromkeys(keys):
@@ -169,15 +170,12 @@ def build_problem(spec: spec_lib.RunSpec, members: Sequence[spec_lib.Member],
       start = jax.image.resize(start_rgb[i], seen.shape, 'lanczos3').clip(0, 1)
     else:
       start = initial_image(spec.init, seen, styles[0],
-                            prng_keys(m.config.seed)['init'])
+                            prng_keys(m.seed)['init'])
     starts.append(vgg.preprocess(start))
-  weights = [{'content': jnp.float32(w['content']),
-              'style': jnp.float32(w['style']), 'tv': jnp.float32(w['tv']),
-              'style_pyramid': jnp.float32(w['style_pyramid']),
-              'content_layers': jnp.ones(len(loss_spec.content_layers),
-                                         jnp.float32),
-              'style_layers': jnp.asarray(w['style_layers'], jnp.float32)}
-             for w in (m.loss_weights for m in members)]
+  content_layers = jnp.ones(len(loss_spec.content_layers), jnp.float32)
+  weights = [{**{k: jnp.asarray(v, jnp.float32)
+                 for k, v in m.loss_weights.items()},
+              'content_layers': content_layers} for m in members]
   return Problem(params, shared, per_member, _stack(weights), jnp.stack(starts),
                  jnp.stack([loaded[m.content_path][0] for m in members]),
                  spec.preserve_color)

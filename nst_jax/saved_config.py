@@ -1,7 +1,7 @@
 """Configs read back from a run's outputs, so any result can be made again.
 
 Every PNG that scripts/run.py and scripts/sweep.py write holds its config in a
-text chunk ('nst_jax:config', see `engine.png_metadata`), and every workdir
+text chunk ('nst_jax:config', see `records.png_metadata`), and every workdir
 holds a config.json (the config under 'config'). Both scripts accept either as
 `--config`:
 
@@ -9,8 +9,7 @@ holds a config.json (the config under 'config'). Both scripts accept either as
   python scripts/run.py --config=outputs/sweep/member_01_style_weight=10.png
   python scripts/run.py --config=outputs/run/config.json --config.image_size=1024
 
-`rewrite_argv` turns `--config=X.png|X.json` into
-`--config=<this file>:X`, whose `get_config` calls `load`; overrides
+`cli.load_config_file` calls `load` for them; overrides
 (`--config.image_size=...`) then apply as for any config file.
 """
 
@@ -25,13 +24,6 @@ from nst_jax.errors import UserError
 
 CONFIG_KEY = 'nst_jax:config'
 SAVED_SUFFIXES = ('.json', '.png')
-
-
-def get_config(path: str = '') -> ml_collections.ConfigDict:
-  """This module is also a config file: `--config=<this file>:<PNG or JSON>`."""
-  if not path:
-    raise UserError('a saved config needs a file: --config=path/to/final.png')
-  return load(path)
 
 
 def _merge(config: ml_collections.ConfigDict, saved: dict, where: str) -> None:
@@ -101,30 +93,3 @@ def load(path: str | os.PathLike) -> ml_collections.ConfigDict:
   _merge(config, saved, 'config.')
   config.resume = ''
   return config
-
-
-def rewrite_argv(argv: list[str]) -> list[str]:
-  """argv with `--config=X.png|X.json` as `--config=<this file>:X`.
-
-  The file is read once here so that a bad one is a one-line UserError before
-  absl sees it (absl would print its own, longer, message).
-
-  Raises:
-    UserError: a saved config that cannot be read (see `load`).
-  """
-  out, i = [], 0
-  while i < len(argv):
-    arg = argv[i]
-    if arg in ('--config', '-config') and i + 1 < len(argv):
-      flag, value, i = arg, argv[i + 1], i + 2
-    elif arg.startswith(('--config=', '-config=')):
-      (flag, value), i = arg.split('=', 1), i + 1
-    else:
-      out.append(arg)
-      i += 1
-      continue
-    if Path(value).suffix.lower() in SAVED_SUFFIXES:
-      load(value)
-      value = f'{Path(__file__).resolve()}:{Path(value).expanduser().resolve()}'
-    out.append(f'{flag}={value}')
-  return out

@@ -16,6 +16,7 @@ optimises every member the same way.
 import dataclasses
 import datetime
 import difflib
+import functools
 import itertools
 import json
 import math
@@ -33,6 +34,7 @@ from nst_jax import optimize
 from nst_jax import vgg
 from nst_jax import weights as weights_lib
 from nst_jax.errors import UserError
+from nst_jax.run_state import STATE_FILE
 
 
 def default_config() -> ml_collections.ConfigDict:
@@ -170,7 +172,8 @@ def default_config_for(saved: Mapping[str, Any]) -> ml_collections.ConfigDict:
     if name not in (held or {}):
       where[name] = value
   return config
-STATE_FILE = 'state.npz'
+
+
 # What a folder given as config.sweep.content contributes.
 PHOTO_SUFFIXES = ('.jpg', '.jpeg', '.png', '.tif', '.tiff', '.webp', '.bmp')
 
@@ -186,6 +189,9 @@ class Member:
     file: its output file name in the workdir ('final.png' for a single run).
     content_path: its content image.
     scale_hws: its content's (H, W) at each scale, smallest first.
+    seed: its PRNG seed (noise start, sliced-Wasserstein projections).
+    loss_weights: {'content', 'style', 'tv', 'style_pyramid': float,
+      'style_layers': tuple of float, one per style layer}.
   """
   index: int
   values: dict[str, Any]
@@ -193,18 +199,8 @@ class Member:
   file: str
   content_path: Path
   scale_hws: tuple[tuple[int, int], ...]
-
-  @property
-  def loss_weights(self) -> dict[str, Any]:
-    """{'content', 'style', 'tv', 'style_pyramid': float,
-    'style_layers': tuple of float}."""
-    c = self.config
-    count = len(split_list(c.style_layers))
-    return {'content': float(c.content_weight), 'style': float(c.style_weight),
-            'tv': float(c.tv_weight),
-            'style_pyramid': float(c.style_pyramid_weight),
-            'style_layers': _floats('style_layer_weights', c.style_layer_weights,
-                                    count, [])}
+  seed: int
+  loss_weights: dict[str, Any]
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -229,9 +225,16 @@ class RunSpec:
       path is chosen per scale, so small scales keep the fast plain path.
     scale_iterations: iterations at each scale, smallest first.
     snapshot_every: iterations per chunk.
-    weights_path: the VGG19 .npz (None: the default, ported on first use).
+    image_size: the output's long side, px.
+    content_name, style_name: the stems of the first content and style
+      (workdir names, the contact sheet's title).
+    weights: (VGG19 params, the weights file's metadata), read and checked
+      once here; None: the default file is missing (the engine ports it).
     workdir: where outputs go (None: nothing is written, e.g. benchmarks).
     resume: whether to continue the interrupted run in `workdir`.
+    evaluation_budgets: loss evaluations, ascending, at which chunks also end
+      (a losses.jsonl row each); the run stops at the last. () = no limit
+      (the benchmark sets them with `dataclasses.replace`).
   """
   config: ml_collections.ConfigDict
   sweep: bool
@@ -252,13 +255,13 @@ class RunSpec:
   scale_iterations: tuple[int, ...]
   scale_loss_specs: tuple[losses.LossSpec, ...]
   snapshot_every: int
-  weights_path: Path | None
+  image_size: int
+  content_name: str
+  style_name: str
+  weights: tuple[dict, dict] | None
   workdir: Path | None
   resume: bool
-
-  def style_long_side(self, hw: tuple[int, int]) -> int:
-    """The style images' long side at a scale whose content is (H, W)."""
-    return style_long_side(self.style_scale, hw)
+  evaluation_budgets: tuple[int, ...] = ()
 
 
 def style_long_side(style_scale: float, hw: tuple[int, int]) -> int:
@@ -438,12 +441,24 @@ def member_config(base: ml_collections.ConfigDict, values: dict[str, Any]
   return out
 
 
+def _stem(images: str) -> str:
+  """'photos/a.jpg,b' -> 'a': the first image's name ('image' if none)."""
+  return Path((split_list(images) or ('image',))[0]).stem
+
+
+@functools.lru_cache(maxsize=2)
+def _load_weights(path: Path, version: tuple | None) -> tuple[dict, dict]:
+  """weights.load_vgg19_params, once per file `version` (mtime, size): a
+  process that parses many runs (compare, tests) reads and hashes it once."""
+  del version  # the cache key: a rewritten file is read again
+  return weights_lib.load_vgg19_params(path, auto_port=False)
+
+
 def default_workdir(config: ml_collections.ConfigDict, sweep: bool = False
                     ) -> Path:
   """outputs/[sweep-]<content>-<style>-<YYYYmmdd-HHMMSS>: never an earlier run's."""
-  stem = lambda s: Path(split_list(s)[0] if split_list(s) else 'image').stem
   stamp = datetime.datetime.now().strftime('%Y%m%d-%H%M%S')
-  name = f'{stem(config.content)}-{stem(config.style)}-{stamp}'
+  name = f'{_stem(config.content)}-{_stem(config.style)}-{stamp}'
   return Path('outputs') / (f'sweep-{name}' if sweep else name)
 
 
@@ -664,6 +679,113 @@ def _pyramid_levels(config, hws: list[tuple[int, int]],
   return levels
 
 
+def _styles_and_init(config, problems: list[str]):
+  """(config.style's items, their paths, blend weights, init mode or path)."""
+  text = lambda field: config.get(field) if isinstance(config.get(field), str) else ''
+  style_specs = split_list(text('style'))
+  if not style_specs:
+    problems.append("config.style is empty: name a style image, e.g. "
+                    "'starry_night' or a path")
+  style_paths = [_resolve('style', s, problems) for s in style_specs]
+  style_blend = _floats('style_blend', text('style_blend'), len(style_specs),
+                        problems)
+  init: str | Path | None = config.init
+  if config.init not in INIT_MODES:
+    init = _resolve('init', text('init'), problems)
+  return style_specs, style_paths, style_blend, init
+
+
+def _members(config, member_values: list[dict[str, Any]], sweep: bool,
+             num_style_layers: int, min_side: int, sizes_ok: bool,
+             problems: list[str]) -> list[Member]:
+  """The members whose content image was found (and sized, if `sizes_ok`)."""
+  base = single_run_config(config)
+  members, contents = [], {}
+  for index, values in enumerate(member_values):
+    single = member_config(base, values)
+    field = 'sweep.content' if 'content' in values else 'content'
+    if single.content not in contents:
+      path = _resolve(field, str(single.content), problems)
+      contents[single.content] = path and sizes_ok and (path, _scale_hws(
+          config, path, min_side, problems, field))
+    found = contents[single.content]
+    if found and found[1]:
+      file = (member_file(index, values, len(member_values)) if sweep
+              else 'final.png')
+      weights = {'content': float(single.content_weight),
+                 'style': float(single.style_weight),
+                 'tv': float(single.tv_weight),
+                 'style_pyramid': float(single.style_pyramid_weight),
+                 'style_layers': _floats('', single.style_layer_weights,
+                                         num_style_layers, [])}
+      members.append(Member(index, values, single, file, *found,
+                            seed=int(single.seed), loss_weights=weights))
+  return members
+
+
+def _style_sizes(config, style_specs, style_paths, members: list[Member],
+                 min_side: int, problems: list[str]
+                 ) -> list[tuple[int, int] | None]:
+  """(H, W) of each style image (None: not found), checked to survive the
+  pools at every member's smallest scale."""
+  sizes = {}
+  for name, path in zip(style_specs, style_paths):
+    try:
+      sizes[name] = path and image_lib.read_image_size(path)
+    except UserError as e:
+      problems.append(f'config.style: {e}')
+  for hws in {m.scale_hws[0] for m in members}:
+    long_side = style_long_side(config.style_scale, hws)
+    for name, size in sizes.items():
+      hw = size and image_lib.resized_hw(size, long_side)
+      if hw and min(hw) < min_side:
+        problems.append(
+            f'config.style_scale={config.style_scale} makes style image '
+            f'{name} {hw[1]}x{hw[0]} px, too small for the deepest layer '
+            f'(needs >= {min_side} px a side): raise style_scale or image_size')
+  return list(sizes.values())
+
+
+def _memory_paths(config, members: list[Member], sweep: bool,
+                  layers: tuple[str, ...], num_styles: int,
+                  scale_levels: list[int], problems: list[str]
+                  ) -> list[tuple[str, int]]:
+  """(memory path, tile) per scale (`memory.choose_memory_path`), or a problem
+  where the largest scale cannot fit."""
+  slots = len(members) if sweep and config.sweep.chunk == 0 else (
+      min(config.sweep.chunk, len(members)) if sweep else 1)
+  paths = [('plain', 0)] * config.scales
+  for scale in range(config.scales):
+    largest = max((m.scale_hws[scale] for m in members),
+                  key=lambda hw: hw[0] * hw[1])
+    try:
+      paths[scale] = memory.choose_memory_path(
+          largest, layers, config.history_size, num_styles, slots,
+          config.memory, config.tile, field='config.image_size',
+          value=config.image_size, style_levels=scale_levels[scale],
+          budget=float(config.memory_budget))
+    except UserError as e:
+      if scale == config.scales - 1:  # smaller scales need less
+        problems.append(str(e))
+  return paths
+
+
+def _weights(config, problems: list[str]) -> tuple[dict, dict] | None:
+  """(params, info) of config.weights, read and checked once so that a
+  tampered file fails before compiling; None: the default file is missing
+  (the engine ports it)."""
+  path = Path(config.weights) if config.weights else \
+      weights_lib.default_weights_path()
+  if not (config.weights or path.exists()):
+    return None
+  try:
+    stat = path.stat() if path.exists() else None
+    return _load_weights(path, stat and (stat.st_mtime_ns, stat.st_size))
+  except UserError as e:
+    problems.append(f'config.weights: {e}')
+    return None
+
+
 def parse(config: ml_collections.ConfigDict, workdir: str | os.PathLike | None,
           *, sweep: bool = False) -> RunSpec:
   """Checks the whole config and its files; returns the spec of the run.
@@ -706,81 +828,25 @@ def parse(config: ml_collections.ConfigDict, workdir: str | os.PathLike | None,
     problems.append(f'config.sweep.{swept[0]} is set: scripts/run.py makes one '
                     'image; run sweeps with scripts/sweep.py (or clear '
                     + ', '.join(f'config.sweep.{f}' for f in swept) + ')')
+  style_specs, style_paths, style_blend, init = _styles_and_init(config,
+                                                                 problems)
+  min_side = vgg.min_image_side(content_layers + style_layers or ('block1_conv1',))
   _floats('style_layer_weights', text('style_layer_weights'), len(style_layers),
           problems)
-  style_specs = split_list(text('style'))
-  if not style_specs:
-    problems.append("config.style is empty: name a style image, e.g. "
-                    "'starry_night' or a path")
-  style_paths = [_resolve('style', s, problems) for s in style_specs]
-  style_blend = _floats('style_blend', text('style_blend'), len(style_specs),
-                        problems)
-  init: str | Path | None = config.init
-  if config.init not in INIT_MODES:
-    init = _resolve('init', text('init'), problems)
-  min_side = vgg.min_image_side(content_layers + style_layers or ('block1_conv1',))
-  # --- Members: each one's content image and sizes.
-  base = single_run_config(config)
-  members, contents = [], {}
-  for index, member in enumerate(member_values):
-    member_cfg = member_config(base, member)
-    field = 'sweep.content' if 'content' in member else 'content'
-    if member_cfg.content not in contents:
-      path = _resolve(field, str(member_cfg.content), problems)
-      contents[member_cfg.content] = path and sizes_ok and (path, _scale_hws(
-          config, path, min_side, problems, field))
-    found = contents[member_cfg.content]
-    if found and found[1]:
-      file = (member_file(index, member, len(member_values)) if sweep
-              else 'final.png')
-      members.append(Member(index, member, member_cfg, file, *found))
-  # --- Style sizes: every style image must survive the pools too.
-  style_sizes = {}
-  for text, path in zip(style_specs, style_paths):
-    try:
-      style_sizes[text] = path and image_lib.read_image_size(path)
-    except UserError as e:
-      problems.append(f'config.style: {e}')
-  for hws in {m.scale_hws[0] for m in members}:
-    long_side = style_long_side(config.style_scale, hws)
-    for text, size in style_sizes.items():
-      hw = size and image_lib.resized_hw(size, long_side)
-      if hw and min(hw) < min_side:
-        problems.append(
-            f'config.style_scale={config.style_scale} makes style image '
-            f'{text} {hw[1]}x{hw[0]} px, too small for the deepest layer '
-            f'(needs >= {min_side} px a side): raise style_scale or image_size')
-  # --- Style pyramid: its levels at each scale.
-  scale_levels = [1] * (config.scales if sizes_ok else 1)
+  members = _members(config, member_values, sweep, len(style_layers),
+                     min_side, sizes_ok, problems)
+  style_sizes = _style_sizes(config, style_specs, style_paths, members,
+                             min_side, problems)
+  # --- Style pyramid levels and memory paths, per scale.
+  scale_levels, scale_paths = [1], [('plain', 0)]
   if members and sizes_ok:
     scale_levels = [_pyramid_levels(config, [m.scale_hws[scale] for m in members],
-                                    list(style_sizes.values()), min_side)
+                                    style_sizes, min_side)
                     for scale in range(config.scales)]
-  # --- Memory: pick the path per scale, or refuse a size that cannot fit.
-  scale_paths = [('plain', 0)] * (config.scales if sizes_ok else 1)
-  if members and sizes_ok:
-    slots = len(members) if sweep and config.sweep.chunk == 0 else (
-        min(config.sweep.chunk, len(members)) if sweep else 1)
-    for scale in range(config.scales):
-      largest = max((m.scale_hws[scale] for m in members),
-                    key=lambda hw: hw[0] * hw[1])
-      try:
-        scale_paths[scale] = memory.choose_memory_path(
-            largest, content_layers + style_layers, config.history_size,
-            len(style_specs), slots, config.memory, config.tile,
-            field='config.image_size', value=config.image_size,
-            style_levels=scale_levels[scale],
-            budget=float(config.memory_budget))
-      except UserError as e:
-        if scale == config.scales - 1:  # smaller scales need less
-          problems.append(str(e))
-  # --- Weights file (checked now so a tampered file fails before compiling).
-  weights_path = Path(config.weights) if config.weights else None
-  if weights_path is not None:
-    try:
-      weights_lib.check_weights_file(weights_path)
-    except UserError as e:
-      problems.append(f'config.weights: {e}')
+    scale_paths = _memory_paths(config, members, sweep, content_layers +
+                                style_layers, len(style_specs), scale_levels,
+                                problems)
+  weights = _weights(config, problems)
   # --- Workdir.
   if workdir is None:
     workdir = default_workdir(config, sweep)
@@ -815,5 +881,7 @@ def parse(config: ml_collections.ConfigDict, workdir: str | os.PathLike | None,
           first_step_fraction=float(config.first_step_fraction),
           learning_rate=float(config.learning_rate)),
       scale_iterations=tuple(int(n) for n in iterations),
-      snapshot_every=config.snapshot_every, weights_path=weights_path,
+      snapshot_every=config.snapshot_every, image_size=config.image_size,
+      content_name=_stem(config.content), style_name=_stem(config.style),
+      weights=weights,
       workdir=workdir, resume=resume)

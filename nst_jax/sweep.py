@@ -1,11 +1,12 @@
-r"""Sweeps: many runs of one config, optimised together by the engine.
+r"""Sweeps: many runs of one config, optimised together; their contact sheet.
 
 A sweep lists values for some fields in `config.sweep` (see configs/default.py):
 loss weights, style layer weights, seeds, or content photos (a comma list or
 a folder). Every combination ('grid') or every i-th tuple ('zip') is a
 *member*: the single run whose config is the sweep's with the sweep section
 cleared and those values filled in (`spec.member_config`). `spec.parse` makes
-the members and `engine.run` optimises them, those of one content size
+the members and `engine.run` optimises them (`transfer.run(config,
+sweep=True)` does both), those of one content size
 together in one compiled, sharded program (see `nst_jax.engine`); member i's
 image equals `scripts/run.py` of member i's config (to float rounding of the
 batched convolutions), for every control.
@@ -22,35 +23,14 @@ loss terms, iterations, evaluations, status, device).
 """
 
 import math
-import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
-import ml_collections
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from nst_jax import engine
 from nst_jax import image as image_lib
 from nst_jax import spec as spec_lib
-
-
-def run_sweep(config: ml_collections.ConfigDict,
-              workdir: str | os.PathLike | None = None,
-              log=print) -> dict[str, Any]:
-  """Runs every member of `config.sweep`; writes everything under `workdir`.
-
-  Returns:
-    `engine.run`'s result: {'workdir', 'members' (rows as in results.jsonl,
-    'file' a Path), 'sheet', 'devices', 'sharding', 'traces'}.
-
-  Raises:
-    UserError: a bad config value or input file (all reported at once, before
-      any compilation).
-    engine.Interrupted: SIGINT/SIGTERM; resume with --config.resume=<workdir>.
-  """
-  return engine.run(spec_lib.parse(config, workdir, sweep=True), log)
 
 
 # --- Contact sheet ------------------------------------------------------------
@@ -144,10 +124,8 @@ def sheet_for(spec: spec_lib.RunSpec, rows: Sequence[dict], workdir: Path
   Rows x columns for a 2-D grid, else in order. Returns RGB float32[H, W, 3]
   in [0, 1].
   """
-  config = spec.config
-  title = (f'{Path(spec_lib.split_list(config.content)[0]).stem} x '
-           f'{Path(spec_lib.split_list(config.style)[0]).stem}, '
-           f'{config.image_size} px, {config.max_iterations} iterations')
+  title = (f'{spec.content_name} x {spec.style_name}, {spec.image_size} px, '
+           f'{spec.scale_iterations[-1]} iterations')
   varying = [f for f in spec.fields if len(spec.values[f]) > 1]
   labels = [[f'{f}={spec_lib.format_value(v, f)}' for f, v in r['values'].items()]
             for r in rows]

@@ -20,8 +20,8 @@ from absl import logging
 
 from nst_jax import cli
 from nst_jax import benchmark
-from nst_jax import engine
 from nst_jax import memory
+from nst_jax import records
 from nst_jax import runtime
 from nst_jax.errors import UserError
 
@@ -84,7 +84,7 @@ def main(argv):
   try:
     report = {
         'device': benchmark.device_description(),
-        'versions': engine.library_versions(),
+        'versions': records.library_versions(),
         'speed': benchmark.measure(_SIZE.value, [int(b) for b in _BUDGETS.value],
                                    _OPTIMIZERS.value),
         'memory': benchmark.memory_table([int(s) for s in _MEMORY_SIZES.value],

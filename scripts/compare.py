@@ -12,14 +12,10 @@ compare.jsonl and side_by_side.png. The measures are in nst_jax/compare.py.
 """
 
 from absl import flags
-from ml_collections import config_flags
 
 from nst_jax import cli
 from nst_jax.errors import UserError
 
-_CONFIG = config_flags.DEFINE_config_file(
-    'config', None, 'A config file (configs/*.py[:variant]): its images, '
-    'weights and loss settings.', lock_config=True)
 _WORKDIR = flags.DEFINE_string('workdir', 'outputs/compare', 'Where outputs go.')
 _SIZES = flags.DEFINE_list('sizes', [], 'Image sizes to run at, px; default '
                            'config.image_size.')
@@ -32,7 +28,7 @@ _PICTURES = flags.DEFINE_list('pictures', [], 'Measure these image files '
 
 
 def main(argv):
-  config = cli.checked_config(argv, _CONFIG.value, 'configs/starry.py')
+  config = cli.checked_config(argv, 'configs/starry.py')
   from nst_jax import compare  # pylint: disable=import-outside-toplevel
   try:
     sizes = [int(s) for s in _SIZES.value]

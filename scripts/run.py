@@ -13,20 +13,16 @@ made it (see nst_jax/saved_config.py).
 import sys
 
 from absl import flags
-from ml_collections import config_flags
 
 from nst_jax import cli
 from nst_jax import transfer
 
-_CONFIG = config_flags.DEFINE_config_file(
-    'config', None, 'A config file (configs/*.py[:variant]), or a PNG or '
-    'config.json that a run wrote.', lock_config=True)
 _WORKDIR = flags.DEFINE_string(
     'workdir', None, 'Where outputs go; default outputs/<content>-<style>-<time>.')
 
 
 def main(argv):
-  config = cli.checked_config(argv, _CONFIG.value, 'configs/starry.py')
+  config = cli.checked_config(argv, 'configs/starry.py')
   result = cli.call(transfer.run, config, _WORKDIR.value)
   if result['status'] == 'diverged':
     sys.exit(3)

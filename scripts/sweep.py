@@ -18,14 +18,10 @@ can stand for its config: --config=outputs/sweep/config.json.
 import os
 
 from absl import flags
-from ml_collections import config_flags
 
 from nst_jax import cli
 from nst_jax.errors import UserError
 
-_CONFIG = config_flags.DEFINE_config_file(
-    'config', None, 'A config file (configs/*.py[:variant]) with config.sweep '
-    'set, or a sweep\'s config.json or contact_sheet.png.', lock_config=True)
 _WORKDIR = flags.DEFINE_string(
     'workdir', None,
     'Where outputs go; default outputs/sweep-<content>-<style>-<time>.')
@@ -35,7 +31,7 @@ _DISTRIBUTED = flags.DEFINE_bool(
 
 
 def main(argv):
-  config = cli.checked_config(argv, _CONFIG.value, 'configs/starry_sweep.py')
+  config = cli.checked_config(argv, 'configs/starry_sweep.py')
   if _DISTRIBUTED.value:
     # Before anything touches a device: it decides which devices exist.
     # Coordinator from $NST_COORDINATOR/$NST_NUM_PROCESSES/$NST_PROCESS_ID,
@@ -45,8 +41,8 @@ def main(argv):
       runtime.initialize_distributed()
     except UserError as e:
       cli.exit_with_user_error(e)
-  from nst_jax import sweep  # pylint: disable=import-outside-toplevel
-  cli.call(sweep.run_sweep, config, _WORKDIR.value)
+  from nst_jax import transfer  # pylint: disable=import-outside-toplevel
+  cli.call(transfer.run, config, _WORKDIR.value, sweep=True)
 
 
 if __name__ == '__main__':

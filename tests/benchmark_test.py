@@ -15,6 +15,12 @@ def test_benchmark_runs_and_reports_every_optimizer():
     # Evaluations are counted at each budget and never go backwards.
     evals = [p['evaluations'] for p in row['points']]
     assert 0 < evals[0] <= evals[1], (name, evals)
+  # The engine's rows stop at each budget: reached, and passed by at most
+  # the last iteration's line search.
+  for name in ('lbfgs', 'optax_lbfgs', 'adam'):
+    for point in speed['optimizers'][name]['points']:
+      assert point['budget'] <= point['evaluations'] <= point['budget'] + 20, (
+          name, point)
     assert row['overhead'] > 0
   memory = [benchmark.memory_probe(32),
             benchmark.memory_probe(32, 'tiles', iterations=1)]

@@ -21,9 +21,9 @@ from configs import gatys_sums
 from configs import starry_sweep
 from nst_jax import engine
 from nst_jax import image as image_lib
+from nst_jax import cli
 from nst_jax import saved_config
 from nst_jax import spec
-from nst_jax import sweep
 from nst_jax import transfer
 from nst_jax.errors import UserError
 
@@ -57,8 +57,8 @@ def grid(tmp_path_factory):
   """The reference: style_weight 1, 100 x seed 0, 1, all four in one call."""
   workdir = tmp_path_factory.mktemp('grid') / 'sweep'
   lines = []
-  result = sweep.run_sweep(_config(style_weight='1,100', seed='0,1'), workdir,
-                           log=lines.append)
+  result = transfer.run(_config(style_weight='1,100', seed='0,1'), workdir,
+                        log=lines.append, sweep=True)
   return result, lines
 
 
@@ -208,9 +208,9 @@ def test_different_seeds_give_different_images(grid):
 def test_chunked_and_padded_sweep_matches(grid, tmp_path):
   # Grid members 1, 2, 3 in calls of 2: the last call pads with a copy.
   lines = []
-  result = sweep.run_sweep(
+  result = transfer.run(
       _config(mode='zip', style_weight='1,100,100', seed='1,0,1', chunk=2),
-      tmp_path / 'zip', log=lines.append)
+      tmp_path / 'zip', log=lines.append, sweep=True)
   assert [m['values'] for m in result['members']] == [
       {'style_weight': 1.0, 'seed': 1}, {'style_weight': 100.0, 'seed': 0},
       {'style_weight': 100.0, 'seed': 1}]
@@ -229,9 +229,9 @@ def test_chunked_and_padded_sweep_matches(grid, tmp_path):
 def test_members_evaluated_together_match(grid, tmp_path, batch):
   # The reference runs its 4 members one after another (batch 1); here all
   # 4 under one vmap (0), or 3 and then 1 (3, lax.map's remainder).
-  result = sweep.run_sweep(
+  result = transfer.run(
       _config(style_weight='1,100', seed='0,1', batch=batch),
-      tmp_path / 'batched', log=lambda *_: None)
+      tmp_path / 'batched', log=lambda *_: None, sweep=True)
   for member, same in zip(result['members'], grid[0]['members'], strict=True):
     assert _max_diff(member['file'], same['file']) <= 1
     assert member['iterations'] == same['iterations']
@@ -272,10 +272,10 @@ def test_sharded_over_four_devices_matches(grid, tmp_path):
   driver.write_text(textwrap.dedent('''
       import json, sys
       import jax
-      from nst_jax import saved_config, sweep
+      from nst_jax import saved_config, transfer
       assert jax.device_count() == 4, jax.devices()
-      result = sweep.run_sweep(saved_config.load(sys.argv[1]), sys.argv[2],
-                               log=lambda *_: None)
+      result = transfer.run(saved_config.load(sys.argv[1]), sys.argv[2],
+                            log=lambda *_: None, sweep=True)
       sharding = result['sharding']
       print(json.dumps({'spec': list(sharding.spec),
                         'mesh': dict(sharding.mesh.shape),
@@ -331,12 +331,16 @@ def test_saved_config_overrides_and_bad_files(grid, tmp_path):
   member = grid[0]['members'][2]['file']
   config = saved_config.load(member)
   assert (config.style_weight, config.seed, config.image_size) == (100.0, 0, 32)
-  argv = saved_config.rewrite_argv(['run.py', '--config', str(member),
-                                    '--config.image_size=48'])
-  assert argv[1].startswith('--config=') and argv[1].endswith(f':{member}')
-  assert 'saved_config.py' in argv[1] and argv[2] == '--config.image_size=48'
-  assert saved_config.rewrite_argv(['x', '--config=configs/starry.py:quick']) == [
-      'x', '--config=configs/starry.py:quick']
+  # The command line loads a member's PNG once, as its config, and checks
+  # overrides against its fields.
+  argv, loaded = cli.load_config_argv(['run.py', '--config', str(member),
+                                       '--config.image_size=48'])
+  assert argv[-1] == '--config.image_size=48'
+  assert loaded.to_json() == config.to_json()
+  with pytest.raises(UserError, match='image_sise: unknown field; did you '
+                     'mean image_size'):
+    cli.load_config_argv(['run.py', f'--config={member}',
+                          '--config.image_sise=48'])
 
   plain = tmp_path / 'plain.png'
   Image.new('RGB', (8, 8)).save(plain)
@@ -380,7 +384,8 @@ def test_luminance_member_is_recoloured_like_its_single_run(tmp_path):
   config = _config(style_weight='1,100')
   config.init = 'content'
   config.preserve_color = 'luminance'
-  result = sweep.run_sweep(config, tmp_path / 'sweep', log=lambda _: None)
+  result = transfer.run(config, tmp_path / 'sweep', log=lambda _: None,
+                        sweep=True)
   member = result['members'][1]['file']
   single = transfer.run(saved_config.load(member),
                         tmp_path / 'single', log=lambda _: None)
@@ -419,7 +424,8 @@ def test_every_control_member_equals_its_single_run(name, tmp_path):
   config = _config(**case['fields'])
   for key, value in case['config'].items():
     config[key] = value
-  result = sweep.run_sweep(config, tmp_path / 'sweep', log=lambda _: None)
+  result = transfer.run(config, tmp_path / 'sweep', log=lambda _: None,
+                        sweep=True)
   last = result['members'][-1]
   single = transfer.run(saved_config.load(last['file']), tmp_path / 'single',
                         log=lambda _: None)

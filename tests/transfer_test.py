@@ -355,7 +355,7 @@ def test_scale_sizes_end_at_image_size(tmp_path):
   plan = spec.parse(config, tmp_path / 'run')
   (member,) = plan.members
   assert [max(hw) for hw in member.scale_hws] == [50, 100, 200]
-  assert plan.style_long_side(member.scale_hws[0]) == 50
+  assert spec.style_long_side(plan.style_scale, member.scale_hws[0]) == 50
   # The smallest scale must still fit the deepest layer.
   problems = _problems(_config(image_size=64, scales=4), tmp_path / 'run2')
   assert any('smallest of config.scales=4' in p for p in problems)
