@@ -445,3 +445,52 @@ def test_style_pyramid_adds_the_halved_levels(random_params, style_loss):
   np.testing.assert_allclose(got['style'], want, rtol=1e-5)
   np.testing.assert_allclose(got['content'], base['content'], rtol=1e-6)
   np.testing.assert_allclose(got['tv'], base['tv'], rtol=1e-6)
+
+
+# --- A new term, written exactly as docs/loss_terms.md says.
+
+
+@dataclasses.dataclass(frozen=True)
+class FeatureMean(losses.Term):
+  """Matches each layer's mean feature vector float32[C] to the style's."""
+  key = 'style'
+  reference = 'styles'
+  pyramid = True
+
+  def sums(self, layer, f, inside, target):
+    return {'total': jnp.sum(f, axis=(0, 1))}
+
+  def finish(self, layer, sums, positions, target):
+    return sums['total'] / positions
+
+  def distance(self, layer, mean, target, positions):
+    return jnp.mean(jnp.square(mean - target))
+
+
+def test_a_new_term_is_exact_on_every_path(random_params, monkeypatch):
+  monkeypatch.setitem(losses.STYLE_TERMS, 'feature_mean', FeatureMean)
+  keys = jax.random.split(jax.random.key(7), 3)
+  content, x = (vgg.preprocess(jax.random.uniform(k, (40, 36, 3)))
+                for k in keys[:2])
+  style = vgg.preprocess(jax.random.uniform(keys[2], (44, 40, 3)))
+  weights = {'content': 1.0, 'style': 1e3, 'tv': 0.0, 'style_pyramid': 0.6,
+             'content_layers': jnp.ones(1),
+             'style_layers': jnp.asarray([1.0, 2.0])}
+  results = {}
+  for memory in losses.MEMORY_PATHS:
+    spec = losses.LossSpec(('block2_conv2',), ('block1_conv1', 'block2_conv1'),
+                           style_loss='feature_mean', memory=memory, tile=8,
+                           style_levels=2)
+    targets = losses.compute_targets(random_params, content, [style], None,
+                                     spec)
+    results[memory] = jax.jit(jax.value_and_grad(
+        lambda y, s=spec, t=targets: losses.combined_loss(
+            y, random_params, t, weights, s), has_aux=True))(x)
+  (_, plain), plain_grad = results['plain']
+  assert float(plain['style']) > 0
+  scale = float(jnp.max(jnp.abs(plain_grad)))
+  for memory in ('remat', 'tiles'):
+    (_, got), grad = results[memory]
+    for name in ('content', 'style', 'total'):
+      np.testing.assert_allclose(got[name], plain[name], rtol=1e-5)
+    np.testing.assert_allclose(grad / scale, plain_grad / scale, atol=1e-5)
