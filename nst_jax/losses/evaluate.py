@@ -220,8 +220,9 @@ def tiled_features(params: Mapping, image: jax.Array, layers: Sequence[str],
   """
   spec = LossSpec(tuple(layers), (), pooling, tile=tile)
   content = terms_lib.Content(spec.content_layers)
-  stats = _statistics(params, image, [content], {'content': {}}, spec,
-                      'tiles', reference=True)
+  stats = _statistics(params, image, [content],
+                      {'content': {layer: {} for layer in content.layers}},
+                      spec, 'tiles', reference=True)
   return {layer: s['features'] for layer, s in stats['content'].items()}
 
 
