@@ -12,6 +12,32 @@ from nst_jax import losses
 from nst_jax import vgg
 
 
+def _layer_loss(term, f, target):
+  """A term's loss of one whole feature map f float32[h, w, C]."""
+  f = jnp.asarray(f)
+  stat = term.statistic('block1_conv1', f, target)
+  return term.distance('block1_conv1', stat, target, f.shape[0] * f.shape[1])
+
+
+def content_loss(a, b, normalization):
+  return _layer_loss(losses.Content(('block1_conv1',), normalization),
+                     a, {'features': jnp.asarray(b)})
+
+
+def style_layer_loss(f, gram, normalization):
+  return _layer_loss(losses.Gram(('block1_conv1',), normalization), f, gram)
+
+
+def mean_cov_layer_loss(f, target, normalization):
+  return _layer_loss(losses.MeanCov(('block1_conv1',), normalization), f,
+                     target)
+
+
+def sliced_wasserstein_layer_loss(f, target, normalization):
+  return _layer_loss(losses.SlicedWasserstein(('block1_conv1',),
+                                              normalization), f, target)
+
+
 def _np_gram(f):
   flat = f.reshape(-1, f.shape[-1]).astype(np.float64)
   return flat.T @ flat
@@ -35,8 +61,8 @@ def test_gram_matrix(feats):
 def test_content_loss_seed_and_normalized(feats):
   a, b = feats
   ref = np.sum((a.astype(np.float64) - b) ** 2)
-  np.testing.assert_allclose(losses.content_loss(a, b, 'seed'), ref, rtol=1e-5)
-  np.testing.assert_allclose(losses.content_loss(a, b, 'normalized'),
+  np.testing.assert_allclose(content_loss(a, b, 'seed'), ref, rtol=1e-5)
+  np.testing.assert_allclose(content_loss(a, b, 'normalized'),
                              ref / a.size, rtol=1e-5)
 
 
@@ -44,16 +70,16 @@ def test_style_layer_loss_seed_formula(feats):
   x, s = feats
   h, w, c = x.shape
   ref = np.sum((_np_gram(s) - _np_gram(x)) ** 2) / (4 * c ** 2 * (h * w) ** 2)
-  got = losses.style_layer_loss(jnp.asarray(x), jnp.asarray(_np_gram(s)), 'seed')
+  got = style_layer_loss(jnp.asarray(x), jnp.asarray(_np_gram(s)), 'seed')
   np.testing.assert_allclose(got, ref, rtol=1e-5)
   # The normalised variant is the mean over C x C of per-position Grams.
   ref_n = np.mean((_np_gram(s) / (h * w) - _np_gram(x) / (h * w)) ** 2)
-  got_n = losses.style_layer_loss(jnp.asarray(x),
+  got_n = style_layer_loss(jnp.asarray(x),
                                   jnp.asarray(_np_gram(s) / (h * w)),
                                   'normalized')
   np.testing.assert_allclose(got_n, ref_n, rtol=1e-5)
   same = losses.gram_matrix(jnp.asarray(x))
-  assert float(losses.style_layer_loss(jnp.asarray(x), same, 'seed')) == 0.0
+  assert float(style_layer_loss(jnp.asarray(x), same, 'seed')) == 0.0
 
 
 def test_total_variation_loss():
@@ -141,7 +167,8 @@ def test_style_blend_blends_grams(random_params):
   for layer in spec.style_layers:
     np.testing.assert_allclose(
         blend['style'][layer],
-        0.25 * only1['style'][layer] + 0.75 * only2['style'][layer], rtol=1e-5)
+        0.25 * only1['style'][layer] + 0.75 * only2['style'][layer], rtol=1e-5,
+        atol=1e-6)
 
 
 # --- Style loss variants: 'mean_cov' and 'sliced_wasserstein'.
@@ -179,9 +206,9 @@ def test_mean_cov_layer_loss_matches_numpy(feats):
   ref = (np.mean((cov_x - cov_s) ** 2) +
          2 * np.mean(mu_s ** 2) * np.mean((mu_x - mu_s) ** 2))
   target = {'mean': mean, 'cov': cov}
-  got = losses.mean_cov_layer_loss(jnp.asarray(x), target, 'normalized')
+  got = mean_cov_layer_loss(jnp.asarray(x), target, 'normalized')
   np.testing.assert_allclose(got, ref, rtol=1e-4)
-  got_seed = losses.mean_cov_layer_loss(jnp.asarray(x), target, 'seed')
+  got_seed = mean_cov_layer_loss(jnp.asarray(x), target, 'seed')
   np.testing.assert_allclose(got_seed, ref / 4, rtol=1e-4)
 
 
@@ -192,15 +219,15 @@ def test_mean_cov_is_zero_for_the_same_statistics(feats):
   # covariance.
   mirrored = 2 * mu - x
   mean, cov = losses.feature_mean_cov(jnp.asarray(mirrored))
-  got = losses.mean_cov_layer_loss(jnp.asarray(x), {'mean': mean, 'cov': cov},
+  got = mean_cov_layer_loss(jnp.asarray(x), {'mean': mean, 'cov': cov},
                                    'normalized')
   assert float(got) < 1e-12
   # For features of zero mean it is the normalised Gram loss.
   y, z = x - mu, (x - mu)[::-1] * 1.5
   target = dict(zip(('mean', 'cov'), losses.feature_mean_cov(jnp.asarray(z))))
   np.testing.assert_allclose(
-      losses.mean_cov_layer_loss(jnp.asarray(y), target, 'normalized'),
-      losses.style_layer_loss(jnp.asarray(y), losses.gram_matrix(z, True),
+      mean_cov_layer_loss(jnp.asarray(y), target, 'normalized'),
+      style_layer_loss(jnp.asarray(y), losses.gram_matrix(z, True),
                               'normalized'), rtol=1e-4)
 
 
@@ -216,8 +243,12 @@ def test_resample_quantiles():
 
 
 def _sliced_target(f, spec, key, x_hw):
-  return losses.style_targets({'block1_conv1': jnp.asarray(f)}, spec, key=key,
-                              x_hw=x_hw)['block1_conv1']
+  term = losses.SlicedWasserstein.from_spec(spec)
+  f = jnp.asarray(f)
+  prepared = term.prepare('block1_conv1', f.shape[-1], key, f.dtype)
+  return term.target('block1_conv1',
+                     term.statistic('block1_conv1', f, prepared, True),
+                     prepared, x_hw)
 
 
 def test_sliced_wasserstein_zero_same_positive_other_permutation_invariant():
@@ -227,7 +258,7 @@ def test_sliced_wasserstein_zero_same_positive_other_permutation_invariant():
   x = rng.random((5, 4, 6)).astype(np.float32)
   s = (rng.random((7, 3, 6)) ** 2).astype(np.float32)  # 21 positions, not 20
   key = jax.random.key(3)
-  loss = lambda f, t: float(losses.sliced_wasserstein_layer_loss(
+  loss = lambda f, t: float(sliced_wasserstein_layer_loss(
       jnp.asarray(f), t, 'normalized'))
 
   target_x = _sliced_target(x, spec, key, (5, 4))
@@ -247,7 +278,7 @@ def test_sliced_wasserstein_zero_same_positive_other_permutation_invariant():
   assert ref > 1e-3
   np.testing.assert_allclose(loss(x, target_s), ref, rtol=1e-4)
   np.testing.assert_allclose(loss(shuffled, target_s), ref, rtol=1e-4)
-  seed = losses.sliced_wasserstein_layer_loss(jnp.asarray(x), target_s, 'seed')
+  seed = sliced_wasserstein_layer_loss(jnp.asarray(x), target_s, 'seed')
   np.testing.assert_allclose(seed, ref / 4, rtol=1e-4)
   # Targets for another image size do not fit: a clear error, not a broadcast.
   with pytest.raises(ValueError, match='positions'):
@@ -414,3 +445,52 @@ def test_style_pyramid_adds_the_halved_levels(random_params, style_loss):
   np.testing.assert_allclose(got['style'], want, rtol=1e-5)
   np.testing.assert_allclose(got['content'], base['content'], rtol=1e-6)
   np.testing.assert_allclose(got['tv'], base['tv'], rtol=1e-6)
+
+
+# --- A new term, written exactly as docs/loss_terms.md says.
+
+
+@dataclasses.dataclass(frozen=True)
+class FeatureMean(losses.Term):
+  """Matches each layer's mean feature vector float32[C] to the style's."""
+  key = 'style'
+  reference = 'styles'
+  pyramid = True
+
+  def sums(self, layer, f, inside, target):
+    return {'total': jnp.sum(f, axis=(0, 1))}
+
+  def finish(self, layer, sums, positions, target):
+    return sums['total'] / positions
+
+  def distance(self, layer, mean, target, positions):
+    return jnp.mean(jnp.square(mean - target))
+
+
+def test_a_new_term_is_exact_on_every_path(random_params, monkeypatch):
+  monkeypatch.setitem(losses.STYLE_TERMS, 'feature_mean', FeatureMean)
+  keys = jax.random.split(jax.random.key(7), 3)
+  content, x = (vgg.preprocess(jax.random.uniform(k, (40, 36, 3)))
+                for k in keys[:2])
+  style = vgg.preprocess(jax.random.uniform(keys[2], (44, 40, 3)))
+  weights = {'content': 1.0, 'style': 1e3, 'tv': 0.0, 'style_pyramid': 0.6,
+             'content_layers': jnp.ones(1),
+             'style_layers': jnp.asarray([1.0, 2.0])}
+  results = {}
+  for memory in losses.MEMORY_PATHS:
+    spec = losses.LossSpec(('block2_conv2',), ('block1_conv1', 'block2_conv1'),
+                           style_loss='feature_mean', memory=memory, tile=8,
+                           style_levels=2)
+    targets = losses.compute_targets(random_params, content, [style], None,
+                                     spec)
+    results[memory] = jax.jit(jax.value_and_grad(
+        lambda y, s=spec, t=targets: losses.combined_loss(
+            y, random_params, t, weights, s), has_aux=True))(x)
+  (_, plain), plain_grad = results['plain']
+  assert float(plain['style']) > 0
+  scale = float(jnp.max(jnp.abs(plain_grad)))
+  for memory in ('remat', 'tiles'):
+    (_, got), grad = results[memory]
+    for name in ('content', 'style', 'total'):
+      np.testing.assert_allclose(got[name], plain[name], rtol=1e-5)
+    np.testing.assert_allclose(grad / scale, plain_grad / scale, atol=1e-5)

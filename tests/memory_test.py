@@ -127,7 +127,7 @@ def test_halo_too_small_would_be_wrong(random_params, monkeypatch):
   whole = vgg.extract_features(random_params, image, layers)
   halo = losses.tile_halo(layers)
   assert halo == 6  # 2 convs, pool (1), 2 convs: 3 positions at stride 2.
-  monkeypatch.setattr(losses, 'tile_halo', lambda layers: halo - 2)
+  monkeypatch.setattr(losses.tiling, 'tile_halo', lambda layers: halo - 2)
   tiled = losses.tiled_features(random_params, image, layers, tile=8)
   assert not np.allclose(tiled['block2_conv2'], whole['block2_conv2'],
                          rtol=1e-3, atol=1e-3)
