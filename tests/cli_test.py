@@ -14,9 +14,7 @@ this process: `cli.check_config_argv`, absl's parse, then `spec.parse`.
 from pathlib import Path
 import re
 
-from absl import flags
 import ml_collections
-from ml_collections import config_flags
 import pytest
 
 from configs import default as default_config
@@ -162,24 +160,11 @@ def test_sweep_py_refuses_every_out_of_range_value_at_once(
 
 # --- The same steps in this process ----------------------------------------------
 
-def _script_config(*args: str, config: str = str(DEFAULT)
-                   ) -> ml_collections.ConfigDict:
-  """The config a script gets from `--config=<config> *args`: argv checked,
-  then parsed by absl's config_flags (into flags of its own, not absl's
-  global ones)."""
-  argv = cli.check_config_argv(['prog', f'--config={config}', *args])
-  holder = flags.FlagValues()
-  config_flags.DEFINE_config_file('config', None, flag_values=holder,
-                                  lock_config=True, sys_argv=argv)
-  holder(argv)
-  return holder.config
-
-
-def test_wrong_types_are_found_before_parsing():
+def test_wrong_types_are_found_before_parsing(script_config):
   # run.py's table above; here every such problem as check_config_argv
   # reports it, in the order given.
   with pytest.raises(UserError) as e:
-    _script_config(*_overrides(WRONG_TYPE))
+    script_config(f'--config={DEFAULT}', *_overrides(WRONG_TYPE))
   lines = str(e.value).splitlines()
   _assert_one_line_each(lines, WRONG_TYPE)
   assert [next(f for f in WRONG_TYPE if _names(l, f)) for l in lines] == list(
@@ -192,8 +177,9 @@ def test_wrong_types_are_found_before_parsing():
     (OUT_OF_RANGE_SWEEP, ['--config.init=noise'], True),
     (OUT_OF_RANGE_SWEEP_INPUTS, [], True),
 ], ids=['run-values', 'run-inputs', 'sweep-values', 'sweep-inputs'])
-def test_every_out_of_range_value_at_once(table, good, sweep, tmp_path):
-  config = _script_config(*good, *_overrides(table))
+def test_every_out_of_range_value_at_once(table, good, sweep, tmp_path,
+                                          script_config):
+  config = script_config(f'--config={DEFAULT}', *good, *_overrides(table))
   with pytest.raises(UserError) as e:
     spec.parse(config, tmp_path / 'run', sweep=sweep)
   _assert_one_line_each(str(e.value).splitlines(), table)

