@@ -1,29 +1,28 @@
 """Tests for nst_jax.cli: every bad --config value is one `error:` line, never a traceback.
 
-The table tests feed many bad fields to scripts/run.py and scripts/sweep.py in
-ONE subprocess each (a process costs seconds: JAX's import) and check that
-each field gets exactly one `error:` line naming it, exit status 2, nothing on
-stdout and nothing written. The tables cover every field of
-configs/default.py's get_config(): a field added there without a bad value
-here fails `test_tables_cover_every_field`.
+The tables give a bad value for every field of configs/default.py's
+get_config() (a field added there without one fails
+`test_tables_cover_every_field`), many fields at once, and check that each
+field gets exactly one `error:` line naming it. Two tables go through the
+scripts (one process each, the exit-status contract: status 2, nothing on
+stdout, nothing written): run.py with a value of the wrong type for every
+field (refused before absl parses argv), sweep.py with out-of-range sweep
+values (refused by the run spec). The other tables take the same two steps in
+this process: `cli.check_config_argv`, absl's parse, then `spec.parse`.
 """
 
-import os
 from pathlib import Path
 import re
-import subprocess
-import sys
 
 import ml_collections
 import pytest
 
 from configs import default as default_config
 from nst_jax import cli
+from nst_jax import spec
 from nst_jax.errors import UserError
 
 REPO = Path(__file__).resolve().parents[1]
-RUN = REPO / 'scripts' / 'run.py'
-SWEEP = REPO / 'scripts' / 'sweep.py'
 DEFAULT = REPO / 'configs' / 'default.py'
 
 
@@ -53,7 +52,7 @@ WRONG_TYPE = {
 # Out-of-range values, grouped as the run spec checks them: it reports the
 # field values (numbers, choices, layer names, the resume folder) first and,
 # only when those are all fine, the inputs they lead to (images, per-style
-# and per-layer lists, the weights file). One subprocess per group.
+# and per-layer lists, the weights file).
 OUT_OF_RANGE_VALUES = {
     'image_size': '0', 'style_scale': '100', 'preserve_color': 'sepia',
     'scales': '0', 'scale_ratio': '1.0', 'pooling': 'median', 'memory': 'lots',
@@ -93,14 +92,6 @@ OUT_OF_RANGE_SWEEP_INPUTS = {
 NO_RANGE = {f for f, v in FIELDS.items() if type(v) is bool}
 
 
-def _script(script: Path, tmp_path: Path, *args: str
-            ) -> subprocess.CompletedProcess:
-  env = dict(os.environ, JAX_PLATFORMS='cpu')
-  return subprocess.run(
-      [sys.executable, str(script), *args, f'--workdir={tmp_path / "run"}'],
-      cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
-
-
 def _overrides(table: dict[str, str]) -> list[str]:
   return [f'--config.{field}={value}' for field, value in table.items()]
 
@@ -111,19 +102,23 @@ def _names(line: str, field: str) -> bool:
                    line) is not None
 
 
-def _assert_refused(result: subprocess.CompletedProcess, fields, tmp_path: Path
-                    ) -> list[str]:
-  """Exit 2, one `error:` line naming each field, no traceback, nothing written."""
-  assert 'Traceback' not in result.stderr, result.stderr
-  assert result.returncode == 2, result.stderr
+def _assert_one_line_each(lines: list[str], fields) -> None:
+  """Exactly one line naming each field, and no other line."""
+  for field in fields:
+    naming = [l for l in lines if _names(l, field)]
+    assert len(naming) == 1, (field, naming, lines)
+  assert len(lines) == len(fields), lines
+
+
+def _assert_refused(result, fields, tmp_path: Path, user_error) -> list[str]:
+  """A script's refusal: exit 2, only `error:` lines on stderr, one naming
+  each field, nothing on stdout, nothing written."""
+  user_error(result)
   assert result.stdout == ''
   assert list(tmp_path.iterdir()) == [], 'an error run wrote files'
   lines = [l for l in result.stderr.splitlines() if l.strip()]
   assert all(l.startswith('error: ') for l in lines), result.stderr
-  for field in fields:
-    naming = [l for l in lines if _names(l, field)]
-    assert len(naming) == 1, (field, naming, result.stderr)
-  assert len(lines) == len(fields), result.stderr
+  _assert_one_line_each(lines, fields)
   return lines
 
 
@@ -137,13 +132,14 @@ def test_tables_cover_every_field():
                              if not isinstance(v, str)}
 
 
-# --- Through the scripts, many fields per process -------------------------------
+# --- Through the scripts: one process each --------------------------------------
 
-@pytest.mark.parametrize('script', [RUN, SWEEP], ids=['run', 'sweep'])
-def test_every_wrong_type_at_once(script, tmp_path):
-  result = _script(script, tmp_path, f'--config={DEFAULT}',
-                   *_overrides(WRONG_TYPE))
-  lines = _assert_refused(result, WRONG_TYPE, tmp_path)
+def test_run_py_refuses_every_wrong_type_at_once(run_script, user_error,
+                                                 tmp_path):
+  result = run_script('run.py', f'--config={DEFAULT}', *_overrides(WRONG_TYPE),
+                      f'--workdir={tmp_path / "run"}', cwd=tmp_path,
+                      check=False, env={'JAX_PLATFORMS': 'cpu'})
+  lines = _assert_refused(result, WRONG_TYPE, tmp_path, user_error)
   for field, value in WRONG_TYPE.items():
     (line,) = [l for l in lines if _names(l, field)]
     kind = type(FIELDS[field])
@@ -153,43 +149,41 @@ def test_every_wrong_type_at_once(script, tmp_path):
         in line
 
 
-@pytest.mark.parametrize('script,table,good', [
-    (RUN, OUT_OF_RANGE_VALUES, []),
-    (RUN, OUT_OF_RANGE_INPUTS, []),
-    (SWEEP, OUT_OF_RANGE_SWEEP, ['--config.init=noise']),
-    (SWEEP, OUT_OF_RANGE_SWEEP_INPUTS, []),
+def test_sweep_py_refuses_every_out_of_range_value_at_once(
+    run_script, user_error, tmp_path):
+  result = run_script('sweep.py', f'--config={DEFAULT}', '--config.init=noise',
+                      *_overrides(OUT_OF_RANGE_SWEEP),
+                      f'--workdir={tmp_path / "run"}', cwd=tmp_path,
+                      check=False, env={'JAX_PLATFORMS': 'cpu'})
+  _assert_refused(result, OUT_OF_RANGE_SWEEP, tmp_path, user_error)
+
+
+# --- The same steps in this process ----------------------------------------------
+
+def test_wrong_types_are_found_before_parsing(script_config):
+  # run.py's table above; here every such problem as check_config_argv
+  # reports it, in the order given.
+  with pytest.raises(UserError) as e:
+    script_config(f'--config={DEFAULT}', *_overrides(WRONG_TYPE))
+  lines = str(e.value).splitlines()
+  _assert_one_line_each(lines, WRONG_TYPE)
+  assert [next(f for f in WRONG_TYPE if _names(l, f)) for l in lines] == list(
+      WRONG_TYPE)
+
+
+@pytest.mark.parametrize('table,good,sweep', [
+    (OUT_OF_RANGE_VALUES, [], False),
+    (OUT_OF_RANGE_INPUTS, [], False),
+    (OUT_OF_RANGE_SWEEP, ['--config.init=noise'], True),
+    (OUT_OF_RANGE_SWEEP_INPUTS, [], True),
 ], ids=['run-values', 'run-inputs', 'sweep-values', 'sweep-inputs'])
-def test_every_out_of_range_value_at_once(script, table, good, tmp_path):
-  result = _script(script, tmp_path, f'--config={DEFAULT}', *good,
-                   *_overrides(table))
-  _assert_refused(result, table, tmp_path)
-
-
-# --- Through the scripts, one problem each -------------------------------------
-
-def test_run_names_the_field_a_typo_meant(tmp_path):
-  result = _script(RUN, tmp_path, f'--config={REPO}/configs/starry.py:quick',
-                   '--config.stlye_weight=3')
-  (line,) = _assert_refused(result, ['stlye_weight'], tmp_path)
-  assert line == ('error: --config.stlye_weight: unknown field; did you mean '
-                  'style_weight?')
-
-
-def test_sweep_names_content_for_content_image(tmp_path):
-  result = _script(SWEEP, tmp_path, f'--config={REPO}/configs/starry_sweep.py',
-                   '--config.content_image=x.png')
-  (line,) = _assert_refused(result, ['content_image'], tmp_path)
-  assert line.endswith('did you mean content?')
-
-
-def test_run_names_the_variants_of_a_config_file(tmp_path):
-  result = _script(RUN, tmp_path,
-                   f'--config={REPO}/configs/style_losses.py:bogus')
-  assert 'Traceback' not in result.stderr and result.returncode == 2
-  assert result.stdout == '' and list(tmp_path.iterdir()) == []
-  (line,) = result.stderr.splitlines()
-  assert line.startswith('error: --config=') and 'style_losses.py:bogus' in line
-  assert ':mean_cov' in line and ':quick' in line
+def test_every_out_of_range_value_at_once(table, good, sweep, tmp_path,
+                                          script_config):
+  config = script_config(f'--config={DEFAULT}', *good, *_overrides(table))
+  with pytest.raises(UserError) as e:
+    spec.parse(config, tmp_path / 'run', sweep=sweep)
+  _assert_one_line_each(str(e.value).splitlines(), table)
+  assert list(tmp_path.iterdir()) == [], 'a refused config wrote files'
 
 
 # --- cli.check_config_argv in this process -------------------------------------
@@ -303,18 +297,19 @@ def test_style_losses_variants(variant, style_loss, image_size):
   assert (config.style_loss, config.image_size) == (style_loss, image_size)
 
 
-@pytest.mark.parametrize('spec,message', [
+@pytest.mark.parametrize('argument,message', [
     ('configs/starry.py:bogus',
      "configs/starry.py:bogus: unknown config variant 'bogus'"),
+    ('configs/style_losses.py:bogus', "use ':sliced_wasserstein' (the "
+     "default), ':mean_cov', ':quick', ':mean_cov,quick' or"),
     ('configs/style_losses.py:quick,mean_cov', ":mean_cov,quick"),
     ('configs/default.py:quick', "default.py takes no variant: drop ':quick'"),
     ('configs/from_file.py', 'from_file.py needs a file'),
     ('configs/no_such.py', 'no_such.py is not a file'),
 ])
-def test_bad_config_file_is_one_line(spec, message):
+def test_bad_config_file_is_one_line(argument, message):
   with pytest.raises(UserError) as e:
-    cli.load_config_file(str(REPO / spec) if ':' not in spec else
-                         f'{REPO}/{spec}')
+    cli.load_config_file(f'{REPO}/{argument}')
   assert len(str(e.value).splitlines()) == 1
   assert message in str(e.value)
 

