@@ -1,4 +1,4 @@
-"""On-device optimisation of the image: L-BFGS (jaxopt or optax), L-BFGS-B or Adam.
+"""On-device optimisation of the image: L-BFGS (jaxopt, ours or optax), L-BFGS-B or Adam.
 
 Every optimiser is driven the same way: `init` evaluates the loss once at the
 starting image, then `run_chunk` performs up to `num_steps` iterations inside a
@@ -10,6 +10,11 @@ The carry (`OptState`) also counts value-and-gradient evaluations: the start
 point, every line-search trial, and the extra "safe" step a failed jaxopt zoom
 search takes (jaxopt's own `num_fun_eval` would also count a start-point
 re-evaluation that we switch off, see `_jaxopt_solver`).
+
+'lbfgs_batched' is our own L-BFGS, written so that members vmapped together
+(a sweep with `sweep.batch` != 1) cost one batched loss evaluation per
+line-search trial, where jaxopt's conds, turned into selects by vmap,
+evaluate in every branch (`for_batch` picks it for them).
 
 'lbfgsb' (jaxopt.LBFGSB) keeps every pixel inside the valid range throughout
 (`pixel_bounds`: RGB in [0, 1] is, in Caffe space, [-mean, 255 - mean] per
