@@ -1,4 +1,4 @@
-"""On-device optimisation of the image: L-BFGS (jaxopt or optax), L-BFGS-B or Adam.
+"""On-device optimisation of the image: L-BFGS (jaxopt, ours or optax), L-BFGS-B or Adam.
 
 Every optimiser is driven the same way: `init` evaluates the loss once at the
 starting image, then `run_chunk` performs up to `num_steps` iterations inside a
@@ -10,6 +10,11 @@ The carry (`OptState`) also counts value-and-gradient evaluations: the start
 point, every line-search trial, and the extra "safe" step a failed jaxopt zoom
 search takes (jaxopt's own `num_fun_eval` would also count a start-point
 re-evaluation that we switch off, see `_jaxopt_solver`).
+
+'lbfgs_batched' is our own L-BFGS, written so that members vmapped together
+(a sweep with `sweep.batch` != 1) cost one batched loss evaluation per
+line-search trial, where jaxopt's conds, turned into selects by vmap,
+evaluate in every branch (`for_batch` picks it for them).
 
 'lbfgsb' (jaxopt.LBFGSB) keeps every pixel inside the valid range throughout
 (`pixel_bounds`: RGB in [0, 1] is, in Caffe space, [-mean, 255 - mean] per
@@ -51,13 +56,16 @@ class OptimizerSpec:
   """Static optimiser settings (hashable: a jit static argument).
 
   Attributes:
-    name: 'lbfgs' (jaxopt.LBFGS), 'optax_lbfgs' (optax.lbfgs), 'adam' or
-      'lbfgsb' (jaxopt.LBFGSB, the image kept within `pixel_bounds`).
+    name: 'lbfgs' (jaxopt.LBFGS), 'lbfgs_batched' (ours: one loss
+      evaluation per line-search trial under vmap too, see `for_batch`),
+      'optax_lbfgs' (optax.lbfgs), 'adam' or 'lbfgsb' (jaxopt.LBFGSB, the
+      image kept within `pixel_bounds`).
     history_size: L-BFGS memory (pairs of steps and gradient changes).
     linesearch: jaxopt line search: 'zoom' (strong Wolfe), 'hager-zhang' or
       'backtracking'. 'lbfgsb' takes 'zoom' or 'backtracking' only: its
       feasible points are the steps of at most 1 along its direction, and
       jaxopt's Hager-Zhang search ignores that cap (it expands by 5x).
+      'lbfgs_batched' has its own strong-Wolfe search and ignores it.
     max_linesearch_steps: trials per line search before it gives up.
     first_step_fraction: how much the very first L-BFGS step should lower the
       loss, as a fraction of the loss, by the linear prediction: the first
@@ -113,8 +121,11 @@ def clip_to_valid(x: jax.Array) -> jax.Array:
 # --- The optimisers: one (init, step) adapter each --------------------------------
 #
 # init(spec, loss_fn, x, loss_args) -> (x, inner, value, grad)
-# step(spec, loss_fn, x, inner, value, grad, loss_args)
+# step(spec, loss_fn, x, inner, value, grad, loss_args, active)
 #     -> (x, inner, value, grad, evaluations, line search failed)
+# `active` is False where the member's loop has stopped: under vmap its step
+# still runs (masked, its result discarded) while other members go on, and a
+# step that can should then cost no evaluations.
 
 
 def _jaxopt_solver(spec: OptimizerSpec, loss_fn: LossFn):
@@ -185,7 +196,8 @@ def _jaxopt_init(spec, loss_fn, x, loss_args):
   return x, inner, inner.value, inner.grad
 
 
-def _jaxopt_step(spec, loss_fn, x, inner, value, grad, loss_args):
+def _jaxopt_step(spec, loss_fn, x, inner, value, grad, loss_args, active):
+  del active  # its conds evaluate under vmap whatever the flag
   del value, grad  # jaxopt keeps its own
   solver = _jaxopt_solver(spec, loss_fn)
   bounds = (pixel_bounds(x),) if spec.name == 'lbfgsb' else ()
@@ -227,7 +239,8 @@ def _optax_init(spec, loss_fn, x, loss_args):
   return x, _optax_transform(spec).init(x), value, grad
 
 
-def _adam_step(spec, loss_fn, x, inner, value, grad, loss_args):
+def _adam_step(spec, loss_fn, x, inner, value, grad, loss_args, active):
+  del active  # its conds evaluate under vmap whatever the flag
   del value
   updates, inner = _optax_transform(spec).update(grad, inner, x)
   x = optax.apply_updates(x, updates)
@@ -235,7 +248,8 @@ def _adam_step(spec, loss_fn, x, inner, value, grad, loss_args):
   return x, inner, value, grad, 1, jnp.bool_(False)
 
 
-def _optax_lbfgs_step(spec, loss_fn, x, inner, value, grad, loss_args):
+def _optax_lbfgs_step(spec, loss_fn, x, inner, value, grad, loss_args, active):
+  del active  # its conds evaluate under vmap whatever the flag
   # A pure value function: the line search differentiates it itself.
   value_fn = lambda y: loss_fn(y, *loss_args)
   updates, inner = _optax_transform(spec).update(
@@ -247,6 +261,185 @@ def _optax_lbfgs_step(spec, loss_fn, x, inner, value, grad, loss_args):
           info.num_linesearch_steps, jnp.bool_(False))
 
 
+# --- Our L-BFGS: one evaluation per line-search trial, under vmap too -------------
+#
+# jaxopt's line search branches with conds (bracketing or zooming; a failed
+# search's "safe" step), each branch evaluating the loss; vmap (a batched
+# sweep) turns the conds into selects that run every branch, so a vmapped
+# member paid ~3 evaluations per trial. Here the search is one while_loop whose
+# body evaluates the loss once, at a trial chosen beforehand with selects, and
+# keeps the best point it has seen, so a failed search needs no extra
+# evaluation either. B vmapped members cost one batched evaluation per trial;
+# a member that has accepted its step is carried unchanged (masked) until the
+# slowest member of the batch has accepted its own.
+
+# Sufficient decrease (Armijo) and curvature (strong Wolfe) constants, as
+# jaxopt's zoom search has them.
+_ARMIJO, _CURVATURE = 1e-4, 0.9
+# A search stops (keeping its best sufficient-decrease point) once its bracket
+# is narrower than this, in units of the quasi-Newton step.
+_MIN_BRACKET = 1e-5
+
+
+class History(NamedTuple):
+  """The L-BFGS memory, newest pair last; rho = 0 marks an empty slot.
+
+  s, y: float32[m, *x.shape] steps x_{k+1} - x_k and gradient changes
+  g_{k+1} - g_k; rho: float32[m], 1 / (s . y); gamma: float32, the newest
+  pair's s . y / y . y, the scale of the initial inverse Hessian.
+  """
+  s: jax.Array
+  y: jax.Array
+  rho: jax.Array
+  gamma: jax.Array
+
+
+def _two_loop(history: History, grad: jax.Array) -> jax.Array:
+  """-H grad, H the L-BFGS inverse Hessian (Nocedal & Wright, Algorithm 7.4).
+
+  Empty slots have rho = 0 and s = y = 0, so they add nothing: no masks.
+  """
+  def newest_first(q, pair):
+    s, y, rho = pair
+    alpha = rho * jnp.vdot(s, q)
+    return q - alpha * y, alpha
+
+  q, alphas = jax.lax.scan(newest_first, grad,
+                           (history.s, history.y, history.rho), reverse=True)
+
+  def oldest_first(r, pair):
+    s, y, rho, alpha = pair
+    return r + (alpha - rho * jnp.vdot(y, r)) * s, None
+
+  r, _ = jax.lax.scan(oldest_first, history.gamma * q,
+                      (history.s, history.y, history.rho, alphas))
+  return -r
+
+
+def _cubic_step(lo, f_lo, d_lo, hi, f_hi, d_hi) -> jax.Array:
+  """A trial inside the bracket [lo, hi] (either order): the minimiser of the
+  cubic through both ends' values and slopes, else of the parabola through
+  lo's value and slope and hi's value, else the midpoint; never within 10% of
+  the bracket's width from an end (Nocedal & Wright, eq. 3.59).
+  """
+  width = hi - lo
+  d1 = d_lo + d_hi - 3.0 * (f_lo - f_hi) / (lo - hi)
+  d2 = jnp.sign(width) * jnp.sqrt(jnp.maximum(d1 * d1 - d_lo * d_hi, 0.0))
+  cubic = hi - width * (d_hi + d2 - d1) / (d_hi - d_lo + 2.0 * d2)
+  curvature = f_hi - f_lo - d_lo * width
+  quadratic = lo - d_lo * width * width / (2.0 * curvature)
+  left, right = jnp.minimum(lo, hi), jnp.maximum(lo, hi)
+  margin = 0.1 * jnp.abs(width)
+  inside = lambda t: jnp.isfinite(t) & (t > left + margin) & (t < right - margin)
+  return jnp.where(inside(cubic), cubic,
+                   jnp.where(inside(quadratic) & (curvature > 0), quadratic,
+                             0.5 * (lo + hi)))
+
+
+class _Search(NamedTuple):
+  """The line search's carry: trial step, bracket, best point, counters."""
+  trials: jax.Array   # int32: evaluations so far
+  step: jax.Array     # the next trial, in units of the direction
+  lo: jax.Array       # the bracket's end with the lowest sufficient decrease...
+  f_lo: jax.Array     # ...its loss...
+  d_lo: jax.Array     # ...and slope along the direction
+  hi: jax.Array
+  f_hi: jax.Array
+  d_hi: jax.Array
+  done: jax.Array     # bool: a step satisfied the strong Wolfe conditions
+  best_step: jax.Array  # 0 until a trial satisfies the Armijo condition
+  x: jax.Array        # the best point so far (the start until then)...
+  value: jax.Array
+  grad: jax.Array
+
+
+def _line_search(spec: OptimizerSpec, value_and_grad, x, value, grad,
+                 direction, max_trials):
+  """Strong-Wolfe search along `direction` from x, one evaluation per trial.
+
+  The unit step comes first; it is accepted when it lowers the loss enough
+  and either flattens the slope enough or still descends (steps are capped at
+  1, as jaxopt's with `max_stepsize=1`: a quasi-Newton step is scaled to the
+  curvature). Otherwise the minimum is bracketed and zoomed into by cubic
+  interpolation (Nocedal & Wright, Algorithms 3.5-3.6, in select form).
+  Returns (x, value, grad, trials, found): the accepted point, else the
+  lowest one with sufficient decrease after `max_trials` trials (or once
+  the bracket is too narrow), else the start and found = False.
+  """
+  slope = jnp.vdot(grad, direction)
+  zero, one = jnp.zeros_like(slope), jnp.ones_like(slope)
+  start = _Search(jnp.int32(0), one, zero, value, slope, one, value, slope,
+                  jnp.bool_(False), zero, x, value, grad)
+
+  def searching(c):
+    narrow = (jnp.abs(c.hi - c.lo) <= _MIN_BRACKET) & (c.best_step > 0)
+    return ~c.done & ~narrow & (c.trials < max_trials)
+
+  def trial(c):
+    x_t = x + c.step.astype(x.dtype) * direction
+    f_t, g_t = value_and_grad(x_t)
+    d_t = jnp.vdot(g_t, direction)
+    finite = jnp.isfinite(f_t) & jnp.isfinite(d_t)
+    armijo = finite & (f_t <= value + _ARMIJO * c.step * slope)
+    flat = jnp.abs(d_t) <= _CURVATURE * jnp.abs(slope)
+    done = armijo & (flat | ((c.trials == 0) & (d_t < 0)))
+    keep = done | (armijo & (f_t < c.value))
+    best = lambda new, old: jnp.where(keep, new, old)
+    # The bracket: hi takes a trial without enough decrease; otherwise the
+    # trial becomes lo, and the old lo becomes hi when the slope says that
+    # the minimum lies between them. (The first trial's hi = 1 = the trial
+    # makes these the bracketing phase's rules for a search capped at 1.)
+    to_hi = ~armijo | (f_t >= c.f_lo)
+    flip = ~to_hi & (d_t * (c.hi - c.lo) >= 0)
+    pick = lambda t_new, lo, hi: jnp.where(to_hi, t_new, jnp.where(flip, lo, hi))
+    hi, f_hi, d_hi = (pick(c.step, c.lo, c.hi), pick(f_t, c.f_lo, c.f_hi),
+                      pick(d_t, c.d_lo, c.d_hi))
+    lo, f_lo, d_lo = (jnp.where(to_hi, c.lo, c.step),
+                      jnp.where(to_hi, c.f_lo, f_t),
+                      jnp.where(to_hi, c.d_lo, d_t))
+    return _Search(c.trials + 1, _cubic_step(lo, f_lo, d_lo, hi, f_hi, d_hi),
+                   lo, f_lo, d_lo, hi, f_hi, d_hi, done,
+                   best(c.step, c.best_step), best(x_t, c.x), best(f_t, c.value),
+                   best(g_t, c.grad))
+
+  end = jax.lax.while_loop(searching, trial, start)
+  return end.x, end.value, end.grad, end.trials, end.best_step > 0
+
+
+def _lbfgs_init(spec, loss_fn, x, loss_args):
+  value, grad = jax.value_and_grad(loss_fn)(x, *loss_args)
+  m = spec.history_size
+  empty = jnp.zeros((m,) + x.shape, x.dtype)
+  history = History(empty, empty, jnp.zeros(m, x.dtype), jnp.ones((), x.dtype))
+  return x, history, value, grad
+
+
+def _lbfgs_step(spec, loss_fn, x, history, value, grad, loss_args, active):
+  value_and_grad = lambda y: jax.value_and_grad(loss_fn)(y, *loss_args)
+  direction = _two_loop(history, grad)
+  # No pairs yet (or a direction that does not descend, which rounding can
+  # make of a nearly flat one): the gradient, scaled as the first step is.
+  steepest = -grad * _first_step_scale(spec, value, grad, -grad)
+  descends = jnp.vdot(grad, direction) < 0
+  direction = jnp.where(jnp.any(history.rho > 0) & descends, direction,
+                        steepest)
+  new_x, new_value, new_grad, trials, found = _line_search(
+      spec, value_and_grad, x, value, grad, direction,
+      jnp.where(active, spec.max_linesearch_steps, 0))
+  s, y = new_x - x, new_grad - grad
+  sy, yy = jnp.vdot(s, y), jnp.vdot(y, y)
+  # Skip a pair without positive curvature (relative to float32 rounding):
+  # it would make H indefinite. A search that found nothing gives s = 0.
+  curved = sy > jnp.finfo(x.dtype).eps * jnp.sqrt(jnp.vdot(s, s) * yy)
+  push = lambda old, new: jnp.concatenate([old[1:], new[None]])
+  pushed = History(push(history.s, s), push(history.y, y),
+                   push(history.rho, 1.0 / jnp.where(curved, sy, 1.0)),
+                   sy / jnp.where(curved, yy, 1.0))
+  history = jax.tree.map(lambda new, old: jnp.where(curved, new, old),
+                         pushed, history)
+  return new_x, history, new_value, new_grad, trials, ~found
+
+
 class Optimizer(NamedTuple):
   init: Callable
   step: Callable
@@ -255,9 +448,23 @@ class Optimizer(NamedTuple):
 OPTIMIZERS: dict[str, Optimizer] = {
     'lbfgs': Optimizer(_jaxopt_init, _jaxopt_step),
     'lbfgsb': Optimizer(_jaxopt_init, _jaxopt_step),
+    'lbfgs_batched': Optimizer(_lbfgs_init, _lbfgs_step),
     'optax_lbfgs': Optimizer(_optax_init, _optax_lbfgs_step),
     'adam': Optimizer(_optax_init, _adam_step),
 }
+
+
+def for_batch(spec: OptimizerSpec, batch: int) -> OptimizerSpec:
+  """The optimiser for members run `batch` at a time under vmap (0 = all).
+
+  Under vmap jaxopt's line search evaluates the loss in every branch of its
+  conds, so vmapped members switch from 'lbfgs' to 'lbfgs_batched' (one
+  batched evaluation per trial); members run one by one (batch 1) keep
+  'lbfgs', and the other optimisers are kept as they are.
+  """
+  if batch != 1 and spec.name == 'lbfgs':
+    return dataclasses.replace(spec, name='lbfgs_batched')
+  return spec
 
 
 def _rms(tree) -> jax.Array:
@@ -274,11 +481,14 @@ def init(spec: OptimizerSpec, loss_fn: LossFn, x: jax.Array,
 
 
 def _step(spec: OptimizerSpec, loss_fn: LossFn, state: OptState,
-          loss_args) -> OptState:
-  """One iteration; returns the new carry with counters and status updated."""
+          loss_args, active: jax.Array) -> OptState:
+  """One iteration; returns the new carry with counters and status updated.
+
+  `active`: whether the loop still runs this member (see the adapters).
+  """
   inner, grad = state.inner
   x, inner, value, grad, evaluations, failed = OPTIMIZERS[spec.name].step(
-      spec, loss_fn, state.x, inner, state.value, grad, loss_args)
+      spec, loss_fn, state.x, inner, state.value, grad, loss_args, active)
   status = jnp.select(
       [~jnp.isfinite(value) | ~jnp.all(jnp.isfinite(x)), failed,
        _rms(grad) <= spec.gtol],
@@ -307,7 +517,9 @@ def run_chunk(spec: OptimizerSpec, loss_fn: LossFn,
             (s.evaluations < max_evaluations))
 
   def body(s):
-    new = _step(spec, loss_fn, s, loss_args)
+    # Always true unless vmapped: there the body runs while any member's
+    # cond holds, and a stopped member's step should not cost evaluations.
+    new = _step(spec, loss_fn, s, loss_args, cond(s))
     # Never hand a NaN image back: keep the last good one, report the status.
     bad = new.status == NONFINITE
     return jax.lax.cond(bad, lambda: s._replace(status=new.status,
