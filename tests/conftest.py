@@ -20,13 +20,18 @@ from pathlib import Path
 import subprocess
 import sys
 
+import dataclasses
+
 from absl import flags
 import jax
+import jax.numpy as jnp
 import ml_collections
 from ml_collections import config_flags
+import numpy as np
 import pytest
 
 from nst_jax import cli
+from nst_jax import losses
 from nst_jax import runtime
 from nst_jax import vgg
 from nst_jax import weights
@@ -155,3 +160,42 @@ def assert_user_error(done: subprocess.CompletedProcess, *needles: str,
 def user_error():
   """`assert_user_error` as a fixture (test files do not import conftest)."""
   return assert_user_error
+
+
+def assert_exact_on_every_path(params, spec, content, styles, x, weights,
+                               extra_targets=None, key=None) -> dict:
+  """Loss terms and gradient on 'remat' and 'tiles' equal 'plain' (1e-5).
+
+  Each path takes its own targets (`compute_targets` with that path), so the
+  tiled targets are checked too. `weights` as `combined_loss` takes them;
+  `extra_targets` are added to the targets of every path (an extra term's
+  per-member inputs). Returns the plain path's terms (to check that the term
+  under test is not zero, which would make the check empty).
+  """
+  results = {}
+  for path in losses.MEMORY_PATHS:
+    path_spec = dataclasses.replace(spec, memory=path)
+    targets = dict(losses.compute_targets(params, content, styles, None,
+                                          path_spec, key=key),
+                   **(extra_targets or {}))
+    results[path] = jax.jit(jax.value_and_grad(
+        lambda y, s=path_spec, t=targets: losses.combined_loss(
+            y, params, t, weights, s), has_aux=True))(x)
+  (_, plain), plain_grad = results['plain']
+  scale = float(jnp.max(jnp.abs(plain_grad)))
+  assert scale > 0
+  for path in ('remat', 'tiles'):
+    (_, got), grad = results[path]
+    assert set(got) == set(plain)
+    for name in plain:
+      np.testing.assert_allclose(got[name], plain[name], rtol=1e-5,
+                                 err_msg=f'{path} {name}')
+    np.testing.assert_allclose(grad / scale, plain_grad / scale, rtol=0,
+                               atol=1e-5, err_msg=path)
+  return plain
+
+
+@pytest.fixture(scope='session')
+def exact_on_every_path():
+  """`assert_exact_on_every_path` as a fixture."""
+  return assert_exact_on_every_path
