@@ -6,7 +6,7 @@ r"""Pixels kept in the valid range during optimisation (L-BFGS-B box constraints
 The default, unbounded L-BFGS lets a few pixels leave [0, 255] and clips at
 the end; 'lbfgsb' never leaves the box. In jaxopt's LBFGSB a step is cut short
 where any pixel meets a bound, so it lowers the loss more slowly per
-iteration (see the README's comparison).
+iteration (docs/performance.md, Bounds).
 """
 
 import ml_collections

@@ -3,7 +3,7 @@ r"""The seed's losses: Gatys et al.'s sums, content at block5_conv2, 512 px.
   python scripts/run.py --config=configs/gatys_sums.py
   python scripts/run.py --config=configs/gatys_sums.py:quick
 
-Before the defaults moved to size-independent means (README, Defaults), the
+Before the defaults moved to size-independent means (docs/defaults.md), the
 project used the sums of Gatys et al. 2015 (nst_jax/losses.py, 'seed'): content
 sum((F - F_c)^2) at block5_conv2, style layers weighted equally, and a TV term.
 The content and TV sums grow with the pixel count, so these weights (chosen by

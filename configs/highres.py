@@ -1,6 +1,6 @@
 r"""A print-size picture: coarse-to-fine to 4096 px, resumable.
 
-  python scripts/run.py --config=configs/highres.py   # hours on a CPU: README
+  python scripts/run.py --config=configs/highres.py   # hours on a CPU: docs/memory.md
   python scripts/run.py --config=configs/highres.py:quick
   python scripts/run.py --config=configs/highres.py --config.resume=<workdir>
 

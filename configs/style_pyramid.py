@@ -7,7 +7,7 @@ The default already matches the painting on the picture halved down to about
 256 px (style_pyramid_size), with a small weight on the halved levels (0.04)
 so that the photo's fine structure stays. Here every level weighs as much
 as the full-size picture: larger swirls and a picture further from the
-photo (README, Defaults, measured with the earlier
+photo (docs/defaults.md, measured with the earlier
 --config.style_weight=0.3 on both: structure 0.352 and style 0.173 at 512 px,
 against 0.404 and 0.197 with the default pyramid).
 --config.style_pyramid_size=0 turns the pyramid off.

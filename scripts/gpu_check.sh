@@ -63,7 +63,7 @@ fi
 RUN_ARGS=(--config=configs/starry.py "--config.image_size=$SIZE"
           "--config.max_iterations=$ITERATIONS")
 # Eight style weights around the default (0.03), one decade apart in pairs;
-# the same eight as README's H200 sweep rows, so runs compare.
+# the same eight as docs/performance.md's H200 sweep rows, so runs compare.
 SWEEP_WEIGHTS=0.0003,0.001,0.003,0.01,0.03,0.1,0.3,1
 
 export PYTHONPATH=$REPO${PYTHONPATH:+:$PYTHONPATH}

@@ -55,7 +55,7 @@ class LossSpec:
       receptive fields are fixed in pixels, so at 1024 px the loss alone
       sees only strokes an eighth of the size it sees at 256 px; the coarse
       levels keep the large strokes, so `image_size` changes the resolution
-      rather than the look (README, Defaults). See `style_pyramid_levels`.
+      rather than the look (docs/defaults.md, Across sizes). See `style_pyramid_levels`.
     extra_terms: terms added to content, style and TV (terms.Term records,
       each with its own key, weight and targets).
   """
@@ -108,7 +108,7 @@ class LossSpec:
     A model for the run's ETA across scales, not a measurement: 'remat'
     repeats the forward pass (about a third of forward + backward), and
     'tiles' repeats it too, on crops that include the halo. On the 2-core
-    CPU at 2048 px this gives 2.3 for 512 px tiles, measured 2.1 (README).
+    CPU at 2048 px this gives 2.3 for 512 px tiles, measured 2.1 (docs/memory.md).
     """
     if self.memory == 'plain':
       return 1.0
