@@ -40,7 +40,10 @@ def user_path(text: str | os.PathLike[str]) -> Path:
   user, or a name in it or the whole path is longer than the file system
   allows.
   """
-  path = Path(text).expanduser()
+  try:
+    path = Path(text).expanduser()
+  except RuntimeError:  # ~user naming no user (Python 3.11)
+    path = Path(text)
   shown = str(text) if len(str(text)) <= 60 else f'{str(text)[:57]}...'
   if path.parts and path.parts[0].startswith('~'):
     raise UserError(f'{shown}: {path.parts[0]} is no user\'s home folder; '

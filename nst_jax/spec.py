@@ -550,8 +550,8 @@ def check_resume(config: ml_collections.ConfigDict) -> Path:
         f'({type(e).__name__}: {" ".join(str(e).split())[:80]}): resume the '
         'workdir of an interrupted run, or start a new one') from None
   if not state_path.is_file() and workdir_lib.earlier_run(workdir):
-    raise UserError(f'{where}: that run finished (no {STATE_FILE} is left to '
-                    'continue from): start a new run with another --workdir')
+    raise UserError(f'{where} has no {STATE_FILE} to continue from (that run '
+                    'finished): start a new run with another --workdir')
   current = _dotted_fields(json.loads(config.to_json()))
   # Fields added to nst_jax after the run was saved: at these values they
   # change nothing.

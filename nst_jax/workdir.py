@@ -38,14 +38,18 @@ _TEMPORARY = re.compile(r'\..+\.[0-9a-f]{8}\.tmp')
 
 def earlier_run(workdir: Path) -> str | None:
   """The file of an earlier run in `workdir` that a new run would overwrite
-  (its state, losses or a picture), or None: there is none, or only the
-  config.json of a run that stopped before its first state save."""
+  (its state, losses, a picture or its config), or None: there is none, or
+  only the config.json and lock of a run killed before its first state
+  save."""
   if not (workdir / 'config.json').is_file():
     return None
   found = sorted(p.name for p in workdir.glob('*.png'))
   found += [name for name in (STATE_FILE, 'losses.jsonl', 'results.jsonl')
             if (workdir / name).exists()]
   found += [p.name for p in (workdir / 'snapshots').rglob('*.png')]
+  # Only a killed run leaves its lock: a config.json without one is no
+  # leftover of ours to replace.
+  found += [] if (workdir / LOCK_FILE).exists() else ['config.json']
   return found[0] if found else None
 
 
