@@ -30,6 +30,7 @@ Workdir layout (a single run / a sweep):
                      chunks hold its single-run config (run.py --config=<PNG>)
   contact_sheet.png, results.jsonl   (sweeps) every member, and its row
   state.npz          while unfinished: the optimiser state (no pickles)
+  .nst_jax.lock      while running: the claim on the workdir (`workdir`)
 """
 
 import collections
@@ -174,6 +175,9 @@ def run(spec: spec_lib.RunSpec, log: Log = print) -> dict[str, Any]:
 
   Raises:
     Interrupted: SIGINT/SIGTERM; the state was saved for `config.resume`.
+    UserError: another run holds the workdir, the start point's loss is not
+      finite, or a write failed (saying what was kept). A run that fails
+      before its first state save leaves nothing behind (`workdir.claim`).
   """
   t0, compiles = time.perf_counter(), runtime.compile_counts()
   if jax.process_index() != 0:
@@ -256,6 +260,8 @@ def run(spec: spec_lib.RunSpec, log: Log = print) -> dict[str, Any]:
 
 def _on_quit(claim: workdir_lib.Claim) -> str:
   """StopRequests' words on what a run quitting at once leaves."""
+  if claim.workdir is None:  # nothing written (the benchmark)
+    return ''
   if claim.kept:
     return ('; continue from the state saved last with '
             f'{workdir_lib.continue_command(claim.workdir)}')

@@ -550,8 +550,9 @@ def check_resume(config: ml_collections.ConfigDict) -> Path:
         f'({type(e).__name__}: {" ".join(str(e).split())[:80]}): resume the '
         'workdir of an interrupted run, or start a new one') from None
   if not state_path.is_file() and workdir_lib.earlier_run(workdir):
-    raise UserError(f'{where} has no {STATE_FILE} to continue from (that run '
-                    'finished): start a new run with another --workdir')
+    raise UserError(f'{where} holds no interrupted run (it finished: no '
+                    f'{STATE_FILE} is left): start a new run with another '
+                    '--workdir')
   current = _dotted_fields(json.loads(config.to_json()))
   # Fields added to nst_jax after the run was saved: at these values they
   # change nothing.
@@ -651,7 +652,11 @@ def _check_fields(config, problems: list[str]) -> None:
       problems.append(f'config.{field}={config.get(field)!r} must be a string')
   cache = config.get('compilation_cache')
   if isinstance(cache, str) and cache not in ('', 'off'):
-    _check_folder('config.compilation_cache', Path(cache).expanduser(), problems)
+    try:
+      _check_folder('config.compilation_cache', files.user_path(cache),
+                    problems)
+    except UserError as e:
+      problems.append(f'config.compilation_cache={e}')
 
 
 def _check_sweep(config, num_style_layers: int, problems: list[str]):
@@ -783,11 +788,12 @@ def _members(config, member_values: list[dict[str, Any]], sweep: bool,
                  'style_layers': _floats('', single.style_layer_weights,
                                          num_style_layers, [])}
       if not any(weights[k] for k in ('content', 'style', 'tv')):
+        shown = ', '.join(f'{k}={format_value(v, k)}' for k, v in values.items())
         problems.append(
-            (f'member {index} ({", ".join(f"{k}={format_value(v, k)}" for k, v in values.items())}): '
-             if sweep else '') + 'config.content_weight, style_weight and '
-            'tv_weight are all 0, so the loss is 0 for any picture: set '
-            'style_weight > 0, e.g. --config.style_weight=0.03')
+            (f'member {index} ({shown}): ' if sweep else '')
+            + 'config.content_weight, style_weight and tv_weight are all 0, '
+            'so the loss is 0 for any picture: set style_weight > 0, e.g. '
+            '--config.style_weight=0.03')
       members.append(Member(index, values, single, file, *found,
                             seed=int(single.seed), loss_weights=weights))
   return members
