@@ -487,7 +487,7 @@ def test_sweep_survives_ctrl_c_and_resumes_to_the_same_pixels(
   assert not (workdir / 'contact_sheet.png').exists()
   config = saved_config.load(saved)
   config.resume = str(workdir)
-  sweep.run_sweep(config, None, log=lambda _: None)
+  transfer.run(config, None, log=lambda _: None, sweep=True)
   for member in grid[0]['members']:
     assert _max_diff(member['file'], workdir / member['file'].name) <= 1
   assert not (workdir / 'state.npz').exists()
