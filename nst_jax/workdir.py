@@ -22,7 +22,6 @@ import os
 from pathlib import Path
 import re
 import shlex
-import shutil
 import socket
 import sys
 
@@ -78,11 +77,22 @@ class Claim:
     for name in _EARLY_FILES:
       (self.workdir / name).unlink(missing_ok=True)
     _remove_temporaries(self.workdir)
-    shutil.rmtree(self.workdir / 'snapshots', ignore_errors=True)
+    snapshots = self.workdir / 'snapshots'
+    # Deepest first; only the PNGs a run writes, and the folders left empty.
+    for path in [*sorted(snapshots.rglob('*'), reverse=True), snapshots]:
+      with contextlib.suppress(OSError):
+        if path.is_dir():
+          path.rmdir()
+        elif path.suffix == '.png':
+          path.unlink()
     (self.workdir / LOCK_FILE).unlink(missing_ok=True)
+    self.remove_created_folders()
+
+  def remove_created_folders(self) -> None:
+    """The folders the claim made, where empty (a racing run's are not)."""
     folder = self.workdir
     while self.created and folder.is_relative_to(self.created):
-      with contextlib.suppress(OSError):  # not empty: the user's files
+      with contextlib.suppress(OSError):  # not empty
         folder.rmdir()
       folder = folder.parent
 
@@ -160,8 +170,7 @@ def claim(workdir: Path, *, resume: bool):
   try:
     fd = _lock(workdir)
   except UserError:
-    if created:
-      shutil.rmtree(created, ignore_errors=True)
+    the_claim.remove_created_folders()
     raise
   try:
     found = None if resume else earlier_run(workdir)
