@@ -390,12 +390,14 @@ def _sweep_values(field: str, text: str, num_style_layers: int,
   where = f'config.sweep.{field}={text!r}'
   if field == 'content':
     return _content_list(text, problems)
-  if field == 'style_layer_weights':
+  layer_weights = field == 'style_layer_weights'
+  if any(not item.strip() for item in text.split(';' if layer_weights else ',')):
+    problems.append(f'{where} has an empty item: give values without empty '
+                    'ones, e.g. ' + ("'1,1,1,1,1;1,0,0,0,0'" if layer_weights
+                                     else "'1e-2,1e-1,1,10'"))
+    return ()
+  if layer_weights:
     out = []
-    if any(not g.strip() for g in text.split(';')):
-      problems.append(f"{where} has an empty item: give ';'-separated comma "
-                      "lists, e.g. '1,1,1,1,1;1,0,0,0,0'")
-      return ()
     for group in (g.strip() for g in text.split(';')):
       found: list[str] = []
       numbers = _floats('sweep.style_layer_weights', group, num_style_layers,
@@ -407,10 +409,6 @@ def _sweep_values(field: str, text: str, num_style_layers: int,
         return ()
       out.append(','.join(f'{n:g}' for n in numbers))
     return tuple(out)
-  if any(not item.strip() for item in text.split(',')):
-    problems.append(f'{where} has an empty item: give comma-separated values '
-                    "without empty ones, e.g. '1e-2,1e-1,1,10'")
-    return ()
   items = split_list(text)
   try:
     values = tuple((int if field == 'seed' else float)(item) for item in items)
