@@ -238,24 +238,26 @@ def initialize_distributed() -> tuple[int, int]:
 
 def check_backend() -> None:
   """Raises UserError, naming what to install, when $JAX_PLATFORMS names a
-  backend this machine cannot start (JAX raises an AssertionError for a
+  backend this machine cannot start (JAX raises a bare AssertionError for a
   missing CUDA plugin, a 60-line RuntimeError for TPU)."""
   try:
     jax.devices()
   except Exception as e:  # pylint: disable=broad-except
     platforms = os.environ.get('JAX_PLATFORMS', '')
     wanted = platforms.lower()
-    if 'cuda' in wanted or 'gpu' in wanted:
-      fix = ('install its CUDA plugin with pip install -U "jax[cuda13]" ("jax'
-             '[cuda12]" for older drivers)' if not gpu_plugin_installed() else
-             'the CUDA plugin is installed but finds no GPU: check nvidia-smi')
+    reason = re.sub(r'\s*\(set JAX_PLATFORMS=.*', '', ' '.join(str(e).split()))
+    reason = reason if len(reason) <= 120 else reason[:117] + '...'
+    fix = 'name cpu, cuda or tpu'
+    if ('cuda' in wanted or 'gpu' in wanted) and not gpu_plugin_installed():
+      reason, fix = 'no CUDA plugin is installed', (
+          'install it with pip install -U "jax[cuda13]" ("jax[cuda12]" for '
+          'older drivers)')
+    elif 'cuda' in wanted or 'gpu' in wanted:
+      fix = 'check that nvidia-smi sees a GPU'
     elif 'tpu' in wanted:
       fix = 'run on a TPU VM, with pip install -U "jax[tpu]"'
     elif 'rocm' in wanted:
       fix = "install JAX's ROCm plugin (see JAX's installation guide)"
-    else:
-      fix = 'name cpu, cuda or tpu'
-    first = ' '.join(str(e).split())[:150] or type(e).__name__
     raise UserError(f'JAX_PLATFORMS={platforms}: this machine cannot start '
-                    f'that backend ({first}); {fix}, or unset JAX_PLATFORMS '
-                    'to run on what is there') from None
+                    f'that backend ({reason or type(e).__name__}); {fix}, or '
+                    'unset JAX_PLATFORMS to run on what is there') from None
