@@ -359,7 +359,10 @@ def _resolve(field: str, spec: str, problems: list[str]) -> Path | None:
     return image_lib.resolve_image(spec)
   except UserError as e:
     problems.append(f'config.{field}: {e}')
-    return None
+  except OSError as e:  # e.g. $NST_CACHE_DIR unreadable or too long
+    problems.append(f'config.{field}={spec!r}: {e.strerror or e} '
+                    f'({e.filename}): check the path and the folders it uses')
+  return None
 
 
 def _content_list(text: str, problems: list[str]) -> tuple[str, ...]:
@@ -511,16 +514,20 @@ def _check_workdir(text: str | os.PathLike, problems: list[str]
     return None
   try:
     workdir = files.user_path(text)
+    found = workdir.is_dir() and workdir_lib.earlier_run(workdir)
+    if found:
+      problems.append(f'--workdir={workdir} already holds a run (its {found}): '
+                      'choose a new --workdir (or delete that one) so it is '
+                      'not overwritten')
+    else:
+      _check_folder('--workdir', workdir, problems)
   except UserError as e:
     problems.append(f'--workdir={e}')
     return None
-  found = workdir.is_dir() and workdir_lib.earlier_run(workdir)
-  if found:
-    problems.append(f'--workdir={workdir} already holds a run (its {found}): '
-                    'choose a new --workdir (or delete that one) so it is not '
-                    'overwritten')
-  else:
-    _check_folder('--workdir', workdir, problems)
+  except OSError as e:  # a folder on the way that may not be searched
+    problems.append(f'--workdir={text}: {e.strerror or e} ({e.filename}): '
+                    'choose a folder you can write to')
+    return None
   return workdir
 
 
@@ -857,7 +864,10 @@ def _weights(config, problems: list[str]) -> tuple[dict, dict] | None:
     return _load_weights(path, stat and (stat.st_mtime_ns, stat.st_size))
   except UserError as e:
     problems.append(f'config.weights: {e}')
-    return None
+  except OSError as e:  # e.g. $NST_WEIGHTS_DIR unreadable or too long
+    problems.append(f'config.weights: {e.strerror or e} ({e.filename}): '
+                    'check the path, or $NST_WEIGHTS_DIR')
+  return None
 
 
 def parse(config: ml_collections.ConfigDict, workdir: str | os.PathLike | None,

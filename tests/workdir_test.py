@@ -317,6 +317,21 @@ def test_offline_without_assets_is_one_short_line(tmp_path, monkeypatch):
   assert len(lookups) == 2  # one try each: no network is not worth a retry
 
 
+@pytest.mark.parametrize('variable', ['NST_ASSETS_DIR', 'NST_CACHE_DIR',
+                                      'NST_WEIGHTS_DIR'])
+def test_over_long_folders_from_the_environment_are_one_line(
+    tmp_path, monkeypatch, variable):
+  if variable == 'NST_CACHE_DIR':
+    monkeypatch.setenv('NST_ASSETS_DIR', '')  # the named images come from it
+  monkeypatch.setenv(variable, _long(tmp_path))
+  photo = _png(tmp_path / 'photo.png', (40, 30))
+  (line,) = _refusal(_config(content=photo, style='the_scream'),
+                     tmp_path / 'w')
+  assert 'longer than the file system allows' in line or (
+      'File name too long' in line), line
+  assert variable in line or variable == 'NST_CACHE_DIR', line
+
+
 @pytest.mark.parametrize('args,env,words', [
     (['--config.sweep.style_weight=,'], {}, 'has an empty item'),
     (['--workdir='], {}, '--workdir is empty'),
