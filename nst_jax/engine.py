@@ -30,9 +30,11 @@ Workdir layout (a single run / a sweep):
                      chunks hold its single-run config (run.py --config=<PNG>)
   contact_sheet.png, results.jsonl   (sweeps) every member, and its row
   state.npz          while unfinished: the optimiser state (no pickles)
+  .nst_jax.lock      while running: the claim on the workdir (`workdir`)
 """
 
 import collections
+import contextlib
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -56,6 +58,8 @@ from nst_jax import spec as spec_lib
 from nst_jax import sweep
 from nst_jax import vgg
 from nst_jax import weights as weights_lib
+from nst_jax import workdir as workdir_lib
+from nst_jax.errors import UserError
 from nst_jax.programs import host, put
 from nst_jax.signals import Interrupted
 
@@ -123,6 +127,7 @@ class _Run:
     self.done: dict[int, dict] = {}  # results.jsonl rows by member
     self.traces: collections.Counter = collections.Counter()
     self.last_save = (time.perf_counter(), 0.0)  # (when, seconds it took)
+    self.claim = workdir_lib.Claim(spec.workdir, None, kept=True)  # see run
     # By (members per call, loss spec): scales of one path share programs.
     self.programs: dict[tuple, tuple] = {}
 
@@ -153,6 +158,7 @@ class _Run:
           self.spec.workdir / run_state.STATE_FILE, state,
           {'call': call, 'scale': scale, 'rows': self.rows,
            'done': {str(k): v for k, v in self.done.items()}})
+      self.claim.kept = True
       self.last_save = (time.perf_counter(), time.perf_counter() - now)
 
 
@@ -169,6 +175,9 @@ def run(spec: spec_lib.RunSpec, log: Log = print) -> dict[str, Any]:
 
   Raises:
     Interrupted: SIGINT/SIGTERM; the state was saved for `config.resume`.
+    UserError: another run holds the workdir, the start point's loss is not
+      finite, or a write failed (saying what was kept). A run that fails
+      before its first state save leaves nothing behind (`workdir.claim`).
   """
   t0, compiles = time.perf_counter(), runtime.compile_counts()
   if jax.process_index() != 0:
@@ -187,41 +196,57 @@ def run(spec: spec_lib.RunSpec, log: Log = print) -> dict[str, Any]:
   versions = records.library_versions()
   r = _Run(spec, log, {m.index: records.png_metadata(m.config, sha, versions)
                        for m in spec.members})
-  state_path = spec.workdir and spec.workdir / run_state.STATE_FILE
-  first_call, first_scale = 0, 0
-  if spec.resume:
-    meta = run_state.read_state_meta(state_path)
-    first_call, first_scale = meta['call'], meta['scale']
-    r.rows, r.done = meta['rows'], {int(k): v for k, v in meta['done'].items()}
-  elif r.writer:
-    (spec.workdir / 'snapshots').mkdir(parents=True, exist_ok=True)
-    r.write_text('config.json', records.config_record(
-        spec, weights_info, versions, [str(d) for d in devices],
-        jax.process_count()))
-  if spec.sweep:
-    log(progress.sweep_line(spec, devices, calls))
+  for line in progress.upscale_warnings(spec):
+    log(line)
+  claim = workdir_lib.claim(spec.workdir, resume=spec.resume) if r.writer \
+      else contextlib.nullcontext(r.claim)
+  with claim as r.claim:
+    state_path = spec.workdir and spec.workdir / run_state.STATE_FILE
+    first_call, first_scale = 0, 0
+    if spec.resume:
+      meta = run_state.read_state_meta(state_path)
+      first_call, first_scale = meta['call'], meta['scale']
+      r.rows = meta['rows']
+      r.done = {int(k): v for k, v in meta['done'].items()}
+    elif r.writer:
+      if spec.config.resume:
+        log(f'{spec.workdir} holds no saved state (its run stopped before its '
+            'first save): starting it over')
+      (spec.workdir / 'snapshots').mkdir(parents=True, exist_ok=True)
+      r.write_text('config.json', records.config_record(
+          spec, weights_info, versions, [str(d) for d in devices],
+          jax.process_count()))
+    if spec.sweep:
+      log(progress.sweep_line(spec, devices, calls))
 
-  sharding = None
-  with signals.StopRequests(log, state_path) as stop:
-    for call_index, call in enumerate(calls[first_call:], first_call):
-      members = [spec.members[i] for i in call]
-      resume_scale = first_scale if spec.resume and call_index == first_call \
-          else None
-      state, problem, diverged, scale = _optimise_call(
-          r, members, call_index, params, mesh, stop, resume_scale)
-      sharding = state.x.sharding
-      _finish_call(r, members, state, problem, diverged, scale)
-      r.save(state, call_index + 1, 0, force=call_index + 1 < len(calls))
+    sharding = None
+    with signals.StopRequests(log, lambda: _on_quit(r.claim)) as stop:
+      for call_index, call in enumerate(calls[first_call:], first_call):
+        members = [spec.members[i] for i in call]
+        resume_scale = first_scale if spec.resume and call_index == first_call \
+            else None
+        state, problem, diverged, scale = _optimise_call(
+            r, members, call_index, params, mesh, stop, resume_scale)
+        sharding = state.x.sharding
+        _finish_call(r, members, state, problem, diverged, scale)
+        r.save(state, call_index + 1, 0, force=call_index + 1 < len(calls))
+        if stop.signal_name and call_index + 1 < len(calls):
+          # The next call would run a whole chunk before it could stop.
+          raise Interrupted(
+              f'stopped by {stop.signal_name} after {call_index + 1} of '
+              f'{len(calls)} compiled calls: their images are in '
+              f'{spec.workdir}; continue with '
+              f'{workdir_lib.continue_command(spec.workdir)}')
 
-  rows = [r.done[m.index] for m in spec.members]
-  sheet = None
-  if spec.sweep and r.writer:
-    r.write_text('results.jsonl', records.jsonl(rows))
-    sheet = spec.workdir / 'contact_sheet.png'
-    image_lib.save_png(sheet, sweep.sheet_for(spec, rows, spec.workdir),
-                       records.png_metadata(spec.config, sha, versions))
-  if r.writer:
-    state_path.unlink(missing_ok=True)
+    rows = [r.done[m.index] for m in spec.members]
+    sheet = None
+    if spec.sweep and r.writer:
+      r.write_text('results.jsonl', records.jsonl(rows))
+      sheet = spec.workdir / 'contact_sheet.png'
+      image_lib.save_png(sheet, sweep.sheet_for(spec, rows, spec.workdir),
+                         records.png_metadata(spec.config, sha, versions))
+    if r.writer:
+      state_path.unlink(missing_ok=True)
   for line in progress.result_lines(spec, rows, sheet, time.perf_counter() - t0,
                                    runtime.describe_compiles(compiles)):
     log(line)
@@ -231,6 +256,18 @@ def run(spec: spec_lib.RunSpec, log: Log = print) -> dict[str, Any]:
           'devices': [str(d) for d in devices], 'sharding': sharding,
           'traces': dict(r.traces), 'seconds': time.perf_counter() - t0,
           'rows': r.rows}
+
+
+def _on_quit(claim: workdir_lib.Claim) -> str:
+  """StopRequests' words on what a run quitting at once leaves."""
+  if claim.workdir is None:  # nothing written (the benchmark)
+    return ''
+  if claim.kept:
+    return ('; continue from the state saved last with '
+            f'{workdir_lib.continue_command(claim.workdir)}')
+  claim.rollback()
+  return ('; no state was saved yet, so nothing was kept: the same command '
+          'starts the run again')
 
 
 def _optimise_call(r: _Run, members: Sequence[spec_lib.Member], call_index: int,
@@ -261,6 +298,7 @@ def _optimise_call(r: _Run, members: Sequence[spec_lib.Member], call_index: int,
     t0, compiles = time.perf_counter(), runtime.compile_counts()
     state = init_fn(put(problem.x0, batched), *args)
     signals.wait_in_python(state.value)
+    _check_start(members, host(state.value))
     start_seconds = time.perf_counter() - t0
     r.log(f'compiled and evaluated the start point'
           f'{"s" if len(members) > 1 else ""} in {start_seconds:.1f}s'
@@ -288,6 +326,20 @@ def _optimise_call(r: _Run, members: Sequence[spec_lib.Member], call_index: int,
     # that is the optimised luminance image, not the recoloured picture.
     previous = jnp.clip(vgg.deprocess(jnp.asarray(host(state.x))), 0.0, 1.0)
   return state, problem, diverged, scale
+
+
+def _check_start(members: Sequence[spec_lib.Member], values: np.ndarray
+                 ) -> None:
+  """UserError unless each member's start loss (float32[M]) is finite: a
+  loss weight too large for float32 would only give NaN steps."""
+  for m, value in zip(members, values):
+    if not np.isfinite(value):
+      weights = ', '.join(f'{k}_weight={m.loss_weights[k]:g}'
+                          for k in ('content', 'style', 'tv'))
+      raise UserError(
+          f"the start point's loss is {value} with {weights}"
+          + (f' (member {m.index})' if m.values else '') + ': a weight is '
+          'too large for float32 arithmetic; lower the largest of them')
 
 
 def _chunks(r: _Run, members, problem, state, chunk, terms_of,
@@ -357,8 +409,8 @@ def _chunks(r: _Run, members, problem, state, chunk, terms_of,
       latest = records.snapshot_path(spec, members[0], done, scale)
       raise Interrupted(
           f'stopped by {stop.signal_name} at iteration {done}: the latest '
-          f'image is {latest}; continue with the same command plus '
-          f'--config.resume={spec.workdir}')
+          f'image is {latest}; continue with '
+          f'{workdir_lib.continue_command(spec.workdir)}')
   return state
 
 

@@ -7,9 +7,11 @@ Downloads go through pooch, checked against a pinned SHA-256 and retried with
 """
 
 import contextlib
+import errno
 import hashlib
 import logging
 import os
+import re
 import secrets
 import time
 from collections.abc import Callable
@@ -24,6 +26,41 @@ _logger = logging.getLogger(__name__)
 _sleep = time.sleep
 
 T = TypeVar('T')
+
+
+# Linux's limits (NAME_MAX, PATH_MAX less the NUL), checked before any system
+# call so that an over-long path is one clear line, not ENAMETOOLONG.
+NAME_MAX, PATH_MAX = 255, 4095
+
+
+def user_path(text: str | os.PathLike[str]) -> Path:
+  """A path a user gave, as every part of nst_jax reads one: `~` expanded.
+
+  Raises UserError (a line to prefix with the field) when `~user` names no
+  user, or a name in it or the whole path is longer than the file system
+  allows.
+  """
+  try:
+    path = Path(text).expanduser()
+  except RuntimeError:  # ~user naming no user (Python 3.11)
+    path = Path(text)
+  shown = str(text) if len(str(text)) <= 60 else f'{str(text)[:57]}...'
+  if path.parts and path.parts[0].startswith('~'):
+    raise UserError(f'{shown}: {path.parts[0]} is no user\'s home folder; '
+                    'write the path out')
+  longest = max((len(os.fsencode(p)) for p in path.parts), default=0)
+  too_long = longest > NAME_MAX or len(os.fsencode(path)) > PATH_MAX
+  if not too_long:
+    try:
+      os.lstat(path)
+    except OSError as e:
+      too_long = e.errno == errno.ENAMETOOLONG
+  if too_long:
+    raise UserError(
+        f'{shown} is longer than the file system allows ({len(str(path))} '
+        f'characters, a name of {longest} bytes; at most {PATH_MAX} and '
+        f'{NAME_MAX}): choose a shorter path')
+  return path
 
 
 def atomic_write(path: str | os.PathLike[str],
@@ -139,8 +176,19 @@ def _retryable_download(error: Exception) -> bool:
     # Timeouts, rate limits and server errors pass; 404s and 403s do not.
     return status in (408, 425, 429) or status >= 500
   # requests' errors are OSErrors; bad URLs are also ValueErrors, and so is
-  # pooch's checksum mismatch: none of those is worth another try.
-  return isinstance(error, OSError) and not isinstance(error, ValueError)
+  # pooch's checksum mismatch: none of those is worth another try, nor is a
+  # host name that does not resolve (no network).
+  return (isinstance(error, OSError) and not isinstance(error, ValueError)
+          and 'resolve' not in str(error))
+
+
+def _reason(error: Exception) -> str:
+  """A network error in a few words: requests' own run to 700 characters."""
+  text = ' '.join(str(error).split())
+  cause = re.findall(r'\[Errno -?\d+\] ([^)"\']+)', text)
+  if cause:
+    return f'no connection: {cause[-1].strip()}'
+  return text if len(text) <= 150 else text[:147] + '...'
 
 
 def download(url: str, path: str | os.PathLike[str], sha256: str, *,
@@ -168,6 +216,7 @@ def download(url: str, path: str | os.PathLike[str], sha256: str, *,
       not writable. The message gives the URL and the path to save it to.
   """
   import pooch  # pylint: disable=g-import-not-at-top  # ~50 ms; rarely needed.
+  pooch.get_logger().setLevel(logging.WARNING)  # our own line says it all
   path = Path(path)
   try:
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -190,8 +239,8 @@ def download(url: str, path: str | os.PathLike[str], sha256: str, *,
           backoff_s=backoff_s, what=f'download of {url}')
   except OSError as e:  # requests' errors, including bad URLs.
     raise UserError(f'could not download {url} after {attempts} '
-                    f'{"try" if attempts == 1 else "tries"} ({e}); fetch it '
-                    f'by hand and save it as {path}') from e
+                    f'{"try" if attempts == 1 else "tries"} ({_reason(e)}); '
+                    f'fetch it by hand and save it as {path}') from e
   except ValueError as e:  # pooch's checksum mismatch.
     raise UserError(
         f'{url} failed its sha256 check ({e}); the file changed or the '

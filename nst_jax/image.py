@@ -147,7 +147,7 @@ def resolve_image(spec: str | os.PathLike[str], *,
   name, or a named image can be neither found nor downloaded.
   """
   assets = ASSETS if assets is None else assets
-  path = Path(spec).expanduser()
+  path = files.user_path(spec)
   if path.is_file():
     return path
   if path.is_dir():
@@ -166,7 +166,10 @@ def _find_asset(name: str, asset: Asset) -> Path:
   """The local file of registry entry `asset` (see `resolve_image`)."""
   assets_dir = os.environ.get(ASSETS_DIR_ENV)
   if assets_dir:
-    root = Path(assets_dir).expanduser()
+    try:
+      root = files.user_path(assets_dir)
+    except UserError as e:
+      raise UserError(f'{ASSETS_DIR_ENV}={e}') from e
     if not root.is_dir():
       # Falling back to a download would hide the typo, so stop here.
       raise UserError(
@@ -211,7 +214,7 @@ _pillow_limit_lock = threading.Lock()
 
 def _checked_path(path: str | os.PathLike[str]) -> Path:
   """`path` as a Path if it is an existing file, else a UserError saying why."""
-  path = Path(path).expanduser()
+  path = files.user_path(path)
   if not path.exists():
     raise UserError(f'image file not found: {path}; check the path')
   if path.is_dir():
@@ -302,8 +305,9 @@ def _too_big(path: Path, size: tuple[int, int], max_pixels: int,
   (width, height), pixels = size, size[0] * size[1]
   # Pillow's 4 bytes a pixel; without a resize also 12 of float32 RGB.
   per_pixel = 4 + (12 if long_side is None else 0)
-  fix = 'downscale the file first or raise max_pixels' + (
-      '' if long_side is None else ' (only JPEGs can be shrunk while decoding)')
+  fix = 'downscale the file first' + (
+      '' if long_side is None else
+      ', or save it as a JPEG (only JPEGs are shrunk while decoding)')
   return UserError(
       f'{path} is {width}x{height} pixels ({pixels / 1e6:.1f} MP), over the '
       f'{max_pixels / 1e6:g} MP limit; loading it needs about '
@@ -376,6 +380,42 @@ def _to_float_rgb(image: Image.Image, hw: tuple[int, int]) -> np.ndarray:
   return array if array.ndim == 3 else np.repeat(array[:, :, None], 3, axis=2)
 
 
+def _decode(image: Image.Image, path: Path, long_side: int | None,
+            max_pixels: int) -> None:
+  """Decodes a lazily opened image in place (see `load_image`) or raises."""
+  width, height = image.size
+  if width * height > max_pixels:
+    _shrink_on_decode(image, path, long_side, max_pixels)
+  try:
+    with warnings.catch_warnings():
+      # Our own limit above already applies; Pillow's would only repeat it.
+      warnings.simplefilter('ignore', Image.DecompressionBombWarning)
+      image.load()  # Decode every pixel now, so truncation raises here.
+  except Image.DecompressionBombError as e:
+    raise _too_big(path, image.size, max_pixels, long_side) from e
+  except MemoryError:
+    raise
+  except Exception as e:  # pylint: disable=broad-except
+    raise UserError(f'{path} is truncated or corrupt ({e}); re-export or '
+                    're-download it') from e
+
+
+def check_image(path: str | os.PathLike[str], long_side: int | None
+                ) -> tuple[int, int]:
+  """(height, width) as `read_image_size` gives them; raises at once the
+  UserError that `load_image(path, long_side)` would: too many pixels, or
+  pixels that do not decode. JPEGs are decoded at 1/8 scale (~10 ms at 12 MP),
+  so that a run can refuse a bad photo before it writes anything."""
+  hw = read_image_size(path)
+  path = _checked_path(path)
+  with _open_image(path) as image:
+    width, height = image.size
+    if width * height <= DEFAULT_MAX_PIXELS:
+      image.draft(None, (max(1, width // 8), max(1, height // 8)))
+    _decode(image, path, long_side, DEFAULT_MAX_PIXELS)
+  return hw
+
+
 def load_image(path: str | os.PathLike[str], long_side: int | None = None, *,
                max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
   """Reads an image file as float32[H, W, 3] RGB in [0, 1], C-contiguous.
@@ -402,20 +442,7 @@ def load_image(path: str | os.PathLike[str], long_side: int | None = None, *,
   path = _checked_path(path)
   with _open_image(path) as image:
     width, height = image.size
-    if width * height > max_pixels:
-      _shrink_on_decode(image, path, long_side, max_pixels)
-    try:
-      with warnings.catch_warnings():
-        # Our own limit above already applies; Pillow's would only repeat it.
-        warnings.simplefilter('ignore', Image.DecompressionBombWarning)
-        image.load()  # Decode every pixel now, so truncation raises here.
-    except Image.DecompressionBombError as e:
-      raise _too_big(path, image.size, max_pixels, long_side) from e
-    except MemoryError:
-      raise
-    except Exception as e:  # pylint: disable=broad-except
-      raise UserError(f'{path} is truncated or corrupt ({e}); re-export or '
-                      're-download it') from e
+    _decode(image, path, long_side, max_pixels)
     try:
       decoded = ImageOps.exif_transpose(image)
     except Exception as e:  # pylint: disable=broad-except

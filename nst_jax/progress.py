@@ -5,7 +5,12 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from nst_jax import image as image_lib
 from nst_jax import spec as spec_lib
+
+# Enlarging an image more than this much is worth a warning: a thumbnail
+# passed by mistake gives a blurred result.
+MAX_QUIET_UPSCALE = 4.0
 
 
 def format_seconds(seconds: float) -> str:
@@ -79,4 +84,24 @@ def result_lines(spec: spec_lib.RunSpec, rows: Sequence[dict], sheet,
                  f"iterations, {row['evaluations']} evaluations, "
                  f'{seconds:.1f}s); snapshots, losses.jsonl and config.json '
                  f'are in {spec.workdir}')
+  return lines
+
+
+def upscale_warnings(spec: spec_lib.RunSpec) -> list[str]:
+  """A warning line for each content or style image that the run enlarges
+  more than MAX_QUIET_UPSCALE times (at its largest scale)."""
+  lines, seen = [], set()
+  for m in spec.members:
+    hw = m.scale_hws[-1]
+    long_side = spec_lib.style_long_side(spec.style_scale, hw)
+    for path, side in ((m.content_path, max(hw)),
+                       *((p, long_side) for p in spec.style_paths)):
+      if path in seen:
+        continue
+      seen.add(path)
+      h, w = image_lib.read_image_size(path)
+      if side > MAX_QUIET_UPSCALE * max(h, w):
+        lines.append(f'warning: {path} is {w}x{h} px, enlarged '
+                     f'{side / max(h, w):.0f}x to {side} px on its long side: '
+                     'if it is a thumbnail, pass the full-size image')
   return lines

@@ -34,11 +34,16 @@ def read_state_meta(path: Path) -> dict:
   """The JSON header of a `save_state` file."""
   try:
     with np.load(path, allow_pickle=False) as data:
-      return json.loads(bytes(data['__meta__']).decode())
+      meta = json.loads(bytes(data['__meta__']).decode())
+    missing = {'call', 'scale', 'rows', 'done', 'num_leaves'} - set(meta)
+    if missing:
+      raise KeyError(f'no {", ".join(sorted(missing))}')
   except Exception as e:  # pylint: disable=broad-except
     raise UserError(
-        f'{path} is not a readable run state ({e}): start a new run instead'
-    ) from e
+        f'{path} is not a readable run state ({type(e).__name__}: '
+        f'{" ".join(str(e).split())[:80]}): start a new run instead, with '
+        'another --workdir') from None
+  return meta
 
 
 def load_state(path: Path, like: optimize.OptState) -> optimize.OptState:

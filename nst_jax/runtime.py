@@ -234,3 +234,30 @@ def initialize_distributed() -> tuple[int, int]:
   # On CPU, JAX's default gloo collectives let arrays span the processes.
   jax.distributed.initialize(**(distributed_env() or {}))
   return jax.process_index(), jax.process_count()
+
+
+def check_backend() -> None:
+  """Raises UserError, naming what to install, when $JAX_PLATFORMS names a
+  backend this machine cannot start (JAX raises a bare AssertionError for a
+  missing CUDA plugin, a 60-line RuntimeError for TPU)."""
+  try:
+    jax.devices()
+  except Exception as e:  # pylint: disable=broad-except
+    platforms = os.environ.get('JAX_PLATFORMS', '')
+    wanted = platforms.lower()
+    reason = re.sub(r'\s*\(set JAX_PLATFORMS=.*', '', ' '.join(str(e).split()))
+    reason = reason if len(reason) <= 120 else reason[:117] + '...'
+    fix = 'name cpu, cuda or tpu'
+    if ('cuda' in wanted or 'gpu' in wanted) and not gpu_plugin_installed():
+      reason, fix = 'no CUDA plugin is installed', (
+          'install it with pip install -U "jax[cuda13]" ("jax[cuda12]" for '
+          'older drivers)')
+    elif 'cuda' in wanted or 'gpu' in wanted:
+      fix = 'check that nvidia-smi sees a GPU'
+    elif 'tpu' in wanted:
+      fix = 'run on a TPU VM, with pip install -U "jax[tpu]"'
+    elif 'rocm' in wanted:
+      fix = "install JAX's ROCm plugin (see JAX's installation guide)"
+    raise UserError(f'JAX_PLATFORMS={platforms}: this machine cannot start '
+                    f'that backend ({reason or type(e).__name__}); {fix}, or '
+                    'unset JAX_PLATFORMS to run on what is there') from None

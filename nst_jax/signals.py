@@ -4,7 +4,6 @@ No JAX here: scripts import `Interrupted` before the runtime is configured.
 """
 
 import os
-from pathlib import Path
 import signal
 import sys
 import threading
@@ -22,13 +21,15 @@ class StopRequests:
 
   The first signal lets the current chunk finish (it is compiled code and
   cannot be stopped half-way without losing it); a second one exits at once,
-  leaving the state saved last at `state_path` to resume from.
+  leaving the state saved last to resume from: `on_quit()` tidies the workdir
+  and says what is left, e.g. '; continue with ...'.
   """
 
-  def __init__(self, log: Callable[[str], Any], state_path: Path | None = None):
+  def __init__(self, log: Callable[[str], Any],
+               on_quit: Callable[[], str] | None = None):
     self.signal_name = None
     self._log = log
-    self._state_path = state_path
+    self._on_quit = on_quit
     self._previous = {}
 
   def __enter__(self):
@@ -43,12 +44,7 @@ class StopRequests:
       # A compiled chunk may still be running: unwinding Python under it
       # crashes the interpreter's shutdown, so leave at once instead. Every
       # file is written atomically, so nothing is left half-written.
-      where = ''
-      if self._state_path and self._state_path.is_file():
-        where = ('; continue from the state saved last with --config.resume='
-                 f'{self._state_path.parent}')
-      elif self._state_path:
-        where = '; no state was saved yet, so the run starts over'
+      where = self._on_quit() if self._on_quit else ''
       print(f'{signal.Signals(signum).name} again: quit without finishing '
             f'the chunk{where}', file=sys.stderr, flush=True)
       sys.stdout.flush()

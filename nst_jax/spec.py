@@ -27,12 +27,16 @@ from typing import Any
 
 import ml_collections
 
+from nst_jax import files
 from nst_jax import image as image_lib
 from nst_jax import losses
 from nst_jax import memory
 from nst_jax import optimize
+from nst_jax import run_state
+from nst_jax import runtime
 from nst_jax import vgg
 from nst_jax import weights as weights_lib
+from nst_jax import workdir as workdir_lib
 from nst_jax.errors import UserError
 from nst_jax.run_state import STATE_FILE
 
@@ -147,6 +151,8 @@ SWEEPABLE = ('content', 'content_weight', 'style_weight', 'tv_weight',
 SWEEP_MODES = ('grid', 'zip')
 # Refuse sweeps that are surely typos rather than start thousands of runs.
 MAX_MEMBERS = 4096
+# Loss weights are float32 on the device: a larger one is infinite there.
+MAX_WEIGHT = 1e38
 # Fields that may differ between an interrupted run and its resumption
 # (sweep.batch: how members share a device changes the arithmetic's order,
 # not the run).
@@ -353,12 +359,19 @@ def _resolve(field: str, spec: str, problems: list[str]) -> Path | None:
     return image_lib.resolve_image(spec)
   except UserError as e:
     problems.append(f'config.{field}: {e}')
-    return None
+  except OSError as e:  # e.g. $NST_CACHE_DIR unreadable or too long
+    problems.append(f'config.{field}={spec!r}: {e.strerror or e} '
+                    f'({e.filename}): check the path and the folders it uses')
+  return None
 
 
 def _content_list(text: str, problems: list[str]) -> tuple[str, ...]:
   """config.sweep.content: a folder (its images, sorted) or a comma list."""
-  folder = Path(text.strip()).expanduser()
+  try:
+    folder = files.user_path(text.strip())
+  except UserError as e:
+    problems.append(f'config.sweep.content={e}')
+    return ()
   if folder.is_dir():
     photos = tuple(str(p) for p in sorted(folder.iterdir())
                    if p.suffix.lower() in PHOTO_SUFFIXES)
@@ -367,6 +380,10 @@ def _content_list(text: str, problems: list[str]) -> tuple[str, ...]:
                       f'images ({", ".join(PHOTO_SUFFIXES)}): '
                       'add photos or list them with commas')
     return photos
+  if any(not item.strip() for item in text.split(',')):
+    problems.append(f'config.sweep.content={text!r} has an empty item: give '
+                    'comma-separated photos, or a folder of them')
+    return ()
   return split_list(text)
 
 
@@ -376,9 +393,15 @@ def _sweep_values(field: str, text: str, num_style_layers: int,
   where = f'config.sweep.{field}={text!r}'
   if field == 'content':
     return _content_list(text, problems)
-  if field == 'style_layer_weights':
+  layer_weights = field == 'style_layer_weights'
+  if any(not item.strip() for item in text.split(';' if layer_weights else ',')):
+    problems.append(f'{where} has an empty item: give values without empty '
+                    'ones, e.g. ' + ("'1,1,1,1,1;1,0,0,0,0'" if layer_weights
+                                     else "'1e-2,1e-1,1,10'"))
+    return ()
+  if layer_weights:
     out = []
-    for group in (g.strip() for g in text.split(';') if g.strip()):
+    for group in (g.strip() for g in text.split(';')):
       found: list[str] = []
       numbers = _floats('sweep.style_layer_weights', group, num_style_layers,
                         found)
@@ -397,10 +420,11 @@ def _sweep_values(field: str, text: str, num_style_layers: int,
     problems.append(f'{where} is not a comma-separated list of {kind}, e.g. '
                     + ("'0,1,2'" if field == 'seed' else "'1e-2,1e-1,1,10'"))
     return ()
-  if any(not math.isfinite(v) or v < 0 for v in values) or (
-      field == 'seed' and max(values, default=0) > 2**32 - 1):
+  if any(not math.isfinite(v) or v < 0 for v in values) or max(
+      values, default=0) > (2**32 - 1 if field == 'seed' else MAX_WEIGHT):
     problems.append(f'{where}: every value must be finite and >= 0'
-                    + (' (seeds <= 4294967295)' if field == 'seed' else ''))
+                    + (' (seeds <= 4294967295)' if field == 'seed'
+                       else f' and <= {MAX_WEIGHT:g}'))
     return ()
   return values
 
@@ -466,6 +490,11 @@ def _check_folder(where: str, folder: Path, problems: list[str]) -> None:
   """A problem unless `folder` is, or can be made, a writable directory."""
   probe = folder
   while not probe.exists() and probe != probe.parent:
+    if probe.is_symlink():  # dangling, or a loop
+      problems.append(f'{where}={folder}: {probe} is a symbolic link to '
+                      f'{os.readlink(probe)}, which leads nowhere: create '
+                      'its target or choose another path')
+      return
     probe = probe.parent
   if not probe.is_dir():
     problems.append(f'{where}={folder} is not a directory ({probe} is a file): '
@@ -475,24 +504,60 @@ def _check_folder(where: str, folder: Path, problems: list[str]) -> None:
                     'allow writing): choose a directory you can write to')
 
 
-def _check_workdir(workdir: Path, problems: list[str]) -> None:
-  if workdir.is_dir() and (workdir / 'config.json').exists():
-    problems.append(f'--workdir={workdir} already holds a run: choose a new '
-                    '--workdir (or delete that one) so it is not overwritten')
-    return
-  _check_folder('--workdir', workdir, problems)
+def _check_workdir(text: str | os.PathLike, problems: list[str]
+                   ) -> Path | None:
+  """The workdir a user named, as a Path, with a problem unless a new run
+  can be written there (`workdir.claim` makes sure as the run starts)."""
+  if not str(text).strip():
+    problems.append('--workdir is empty: name a folder, or leave --workdir out '
+                    'for outputs/<content>-<style>-<time>')
+    return None
+  try:
+    workdir = files.user_path(text)
+    found = workdir.is_dir() and workdir_lib.earlier_run(workdir)
+    if found:
+      problems.append(f'--workdir={workdir} already holds a run (its {found}): '
+                      'choose a new --workdir (or delete that one) so it is '
+                      'not overwritten')
+    else:
+      _check_folder('--workdir', workdir, problems)
+  except UserError as e:
+    problems.append(f'--workdir={e}')
+    return None
+  except OSError as e:  # a folder on the way that may not be searched
+    problems.append(f'--workdir={text}: {e.strerror or e} ({e.filename}): '
+                    'choose a folder you can write to')
+    return None
+  return workdir
 
 
 def check_resume(config: ml_collections.ConfigDict) -> Path:
-  """The workdir to resume, checked against the config; raises UserError."""
-  workdir = Path(config.resume)
-  saved_path = workdir / 'config.json'
-  if not (workdir / STATE_FILE).is_file() or not saved_path.is_file():
+  """The workdir to resume, checked against the config; raises UserError.
+  Without a STATE_FILE there (a run that stopped before its first state
+  save), the run starts over in it."""
+  where = f'config.resume={config.resume!r}'
+  try:
+    workdir = files.user_path(config.resume)
+  except UserError as e:
+    raise UserError(f'config.resume={e}') from e
+  saved_path, state_path = workdir / 'config.json', workdir / STATE_FILE
+  if not saved_path.is_file():
     raise UserError(
-        f'config.resume={config.resume!r} holds no interrupted run (no '
-        f'{STATE_FILE} and config.json there): give the workdir of a run that '
-        'was stopped before it finished')
-  saved_dict = json.loads(saved_path.read_text())['config']
+        f'{where} holds no interrupted run (no {STATE_FILE} and config.json '
+        'there): give the workdir of a run that was stopped before it finished')
+  try:
+    saved_dict = json.loads(saved_path.read_text())['config']
+    if not isinstance(saved_dict, dict):
+      raise TypeError('its "config" is not an object')
+  except (OSError, ValueError, KeyError, TypeError) as e:
+    raise UserError(
+        f'{where}: {saved_path} is not a config.json nst_jax wrote '
+        f'({type(e).__name__}: {" ".join(str(e).split())[:80]}): resume the '
+        'workdir of an interrupted run, or start a new one') from None
+  if not state_path.is_file() and workdir_lib.earlier_run(workdir):
+    raise UserError(f'{where} holds no interrupted run (it finished: no '
+                    f'{STATE_FILE} is left): start a new run with another '
+                    '--workdir')
   current = _dotted_fields(json.loads(config.to_json()))
   # Fields added to nst_jax after the run was saved: at these values they
   # change nothing.
@@ -541,8 +606,9 @@ def _check_fields(config, problems: list[str]) -> None:
       ('style_scale', dict(minimum=1e-3, maximum=16)),
       ('scales', dict(integer=True, minimum=1, maximum=8)),
       ('scale_ratio', dict(minimum=1.01, maximum=8)),
-      ('content_weight', dict(minimum=0)), ('style_weight', dict(minimum=0)),
-      ('tv_weight', dict(minimum=0)),
+      ('content_weight', dict(minimum=0, maximum=MAX_WEIGHT)),
+      ('style_weight', dict(minimum=0, maximum=MAX_WEIGHT)),
+      ('tv_weight', dict(minimum=0, maximum=MAX_WEIGHT)),
       ('seed', dict(integer=True, minimum=0, maximum=2**32 - 1)),
       ('max_iterations', dict(integer=True, minimum=0)),
       ('snapshot_every', dict(integer=True, minimum=1)),
@@ -591,7 +657,11 @@ def _check_fields(config, problems: list[str]) -> None:
       problems.append(f'config.{field}={config.get(field)!r} must be a string')
   cache = config.get('compilation_cache')
   if isinstance(cache, str) and cache not in ('', 'off'):
-    _check_folder('config.compilation_cache', Path(cache).expanduser(), problems)
+    try:
+      _check_folder('config.compilation_cache', files.user_path(cache),
+                    problems)
+    except UserError as e:
+      problems.append(f'config.compilation_cache={e}')
 
 
 def _check_sweep(config, num_style_layers: int, problems: list[str]):
@@ -640,7 +710,7 @@ def _scale_hws(config, path: Path, min_side: int, problems: list[str],
                what: str) -> tuple[tuple[int, int], ...] | None:
   """(H, W) of a content image at each scale, or None with a problem."""
   try:
-    h, w = image_lib.read_image_size(path)
+    h, w = image_lib.check_image(path, config.image_size)
   except UserError as e:
     problems.append(f'config.{what}: {e}')
     return None
@@ -692,6 +762,10 @@ def _styles_and_init(config, problems: list[str]):
   init: str | Path | None = config.init
   if config.init not in INIT_MODES:
     init = _resolve('init', text('init'), problems)
+    try:
+      init and image_lib.check_image(init, None)  # loaded at its full size
+    except UserError as e:
+      problems.append(f'config.init: {e}')
   return style_specs, style_paths, style_blend, init
 
 
@@ -718,6 +792,13 @@ def _members(config, member_values: list[dict[str, Any]], sweep: bool,
                  'style_pyramid': float(single.style_pyramid_weight),
                  'style_layers': _floats('', single.style_layer_weights,
                                          num_style_layers, [])}
+      if not any(weights[k] for k in ('content', 'style', 'tv')):
+        shown = ', '.join(f'{k}={format_value(v, k)}' for k, v in values.items())
+        problems.append(
+            (f'member {index} ({shown}): ' if sweep else '')
+            + 'config.content_weight, style_weight and tv_weight are all 0, '
+            'so the loss is 0 for any picture: set style_weight > 0, e.g. '
+            '--config.style_weight=0.03')
       members.append(Member(index, values, single, file, *found,
                             seed=int(single.seed), loss_weights=weights))
   return members
@@ -731,7 +812,7 @@ def _style_sizes(config, style_specs, style_paths, members: list[Member],
   sizes = {}
   for name, path in zip(style_specs, style_paths):
     try:
-      sizes[name] = path and image_lib.read_image_size(path)
+      sizes[name] = path and image_lib.check_image(path, config.image_size)
     except UserError as e:
       problems.append(f'config.style: {e}')
   for hws in {m.scale_hws[0] for m in members}:
@@ -774,16 +855,19 @@ def _weights(config, problems: list[str]) -> tuple[dict, dict] | None:
   """(params, info) of config.weights, read and checked once so that a
   tampered file fails before compiling; None: the default file is missing
   (the engine ports it)."""
-  path = Path(config.weights) if config.weights else \
-      weights_lib.default_weights_path()
-  if not (config.weights or path.exists()):
-    return None
   try:
+    path = files.user_path(config.weights) if config.weights else \
+        weights_lib.default_weights_path()
+    if not (config.weights or path.exists()):
+      return None
     stat = path.stat() if path.exists() else None
     return _load_weights(path, stat and (stat.st_mtime_ns, stat.st_size))
   except UserError as e:
     problems.append(f'config.weights: {e}')
-    return None
+  except OSError as e:  # e.g. $NST_WEIGHTS_DIR unreadable or too long
+    problems.append(f'config.weights: {e.strerror or e} ({e.filename}): '
+                    'check the path, or $NST_WEIGHTS_DIR')
+  return None
 
 
 def parse(config: ml_collections.ConfigDict, workdir: str | os.PathLike | None,
@@ -804,14 +888,19 @@ def parse(config: ml_collections.ConfigDict, workdir: str | os.PathLike | None,
   Raises:
     UserError: every problem found, one line each.
   """
+  runtime.check_backend()  # alone: the memory checks need the devices
   problems: list[str] = []
   _check_fields(config, problems)
   # Sizes and memory need well-formed numbers; images and layers do not.
   sizes_ok = not problems
-  resume = bool(config.get('resume')) and isinstance(config.get('resume'), str)
-  if resume:
+  resuming = bool(config.get('resume')) and isinstance(config.get('resume'), str)
+  resume = False
+  if resuming:
     try:
       workdir = check_resume(config)
+      resume = (workdir / STATE_FILE).is_file()
+      if resume:
+        run_state.read_state_meta(workdir / STATE_FILE)
     except UserError as e:
       problems.append(str(e))
   member_values: list[dict[str, Any]] = [{}]
@@ -850,9 +939,12 @@ def parse(config: ml_collections.ConfigDict, workdir: str | os.PathLike | None,
   # --- Workdir.
   if workdir is None:
     workdir = default_workdir(config, sweep)
-  workdir = Path(workdir) if workdir is not False else None
-  if workdir is not None and not resume:
-    _check_workdir(workdir, problems)
+  if workdir is False:
+    workdir = None
+  elif not resuming:
+    workdir = _check_workdir(workdir, problems)
+  if sweep and not members and not problems:
+    problems.append('config.sweep makes no members: list at least one value')
   if problems:
     raise UserError('\n'.join(problems))
 

@@ -276,12 +276,19 @@ def save_params(params: Mapping[str, Mapping[str, Any]],
 
 def _read_checked(path: os.PathLike | str) -> tuple[Params, dict]:
   """Loads and fully validates a weights .npz: (numpy params, info)."""
-  path = Path(path)
+  path = files.user_path(path)
+  if path.is_dir():
+    raise UserError(f'weights file {path} is a folder: give the .npz file in '
+                    f'it, e.g. {path / "vgg19.npz"}')
   if not path.is_file():
     raise UserError(f'weights file {path} does not exist: create it with '
                     f'`python scripts/port_weights.py --out={path}`')
   bad = f'weights file {path} is not a valid nst_jax weights .npz'
   fix = f're-create it with {_PORT_FIX}'
+  with open(path, 'rb') as f:
+    if f.read(4) != b'PK\x03\x04':  # not a zip archive, so not an .npz
+      raise UserError(f'{bad} (it is not a zip archive, as every .npz is; '
+                      f'an image or another file?): {fix}')
   try:
     # allow_pickle=False: an .npz may hold pickled object arrays, which would
     # run code on load.
