@@ -509,6 +509,17 @@ def check_resume(config: ml_collections.ConfigDict) -> Path:
         ': resume with the same config (only '
         + ', '.join(f for f in RESUMABLE_CHANGES if f != 'resume')
         + ' may change)')
+  # Members run one by one and vmapped ones may use different optimisers
+  # (optimize.for_batch), whose saved states do not fit each other.
+  optimizers = [optimize.for_batch(optimize.OptimizerSpec(
+      name=str(fields.get('optimizer'))), int(fields.get('sweep.batch', 1))).name
+                for fields in (saved, current)]
+  if swept_fields(config) and optimizers[0] != optimizers[1]:
+    raise UserError(
+        f"config.resume: the interrupted sweep ran sweep.batch="
+        f"{saved.get('sweep.batch')} (optimizer {optimizers[0]}) and this "
+        f"config has sweep.batch={current.get('sweep.batch')} ({optimizers[1]})"
+        ': resume with a sweep.batch of 1 if it was 1, else of 0 or more than 1')
   return workdir
 
 

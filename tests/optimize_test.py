@@ -278,3 +278,15 @@ def test_for_batch_picks_lbfgs_batched_for_vmapped_members_only():
   assert optimize.for_batch(jaxopts, 1) == jaxopts
   adam = optimize.OptimizerSpec(name='adam')
   assert optimize.for_batch(adam, 8) == adam
+
+
+def test_engine_programs_run_lbfgs_batched_where_members_are_vmapped():
+  from nst_jax import programs  # pylint: disable=import-outside-toplevel
+  jaxopts = optimize.OptimizerSpec(name='lbfgs')
+  # (members per program, sweep.batch) -> the optimiser: a single member,
+  # or members one by one, run no vmap and keep jaxopt's.
+  for members, batch, name in ((1, 1, 'lbfgs'), (1, 8, 'lbfgs'),
+                               (8, 1, 'lbfgs'), (8, 8, 'lbfgs_batched'),
+                               (8, 0, 'lbfgs_batched'),
+                               (2, 4, 'lbfgs_batched')):
+    assert programs.member_optimizer(jaxopts, members, batch).name == name
