@@ -7,6 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from nst_jax import benchmark
 from nst_jax import losses
 from nst_jax import optimize
 from nst_jax import vgg
@@ -75,22 +76,9 @@ def test_chunked_run_equals_one_long_run(problem, name):
 
 
 def _counting(loss):
-  """`loss` with a tap whose every backward pass bumps a host counter.
-
-  A backward pass is a real evaluation: its result always feeds the optimiser.
-  """
-  calls = []
-
-  @jax.custom_vjp
-  def tap(x):
-    return x
-
-  def tap_bwd(_, g):
-    jax.debug.callback(lambda: calls.append(1))
-    return (g,)
-
-  tap.defvjp(lambda x: (x, None), tap_bwd)
-  return lambda x, *args: loss(tap(x), *args), calls
+  """`loss` with the benchmark's tap: a host list grows by one per executed
+  backward pass, a real evaluation (its result always feeds the optimiser)."""
+  return benchmark.counting_loss(loss)
 
 
 @pytest.mark.parametrize('name', optimize.OPTIMIZERS)
