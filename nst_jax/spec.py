@@ -52,6 +52,7 @@ def default_config() -> ml_collections.ConfigDict:
   # --- Network ----------------------------------------------------------
   c.weights = ''                # ported VGG19 .npz; '' = weights/vgg19.npz (ported on first use)
   c.pooling = 'max'             # 'max' (as trained) or 'avg'
+  c.precision = 'float32'       # convolutions: 'float32' or 'bfloat16' (float32 sums; GPUs)
   # 'auto' keeps every activation when it fits, else recomputes them per
   # VGG block ('remat') or per spatial tile ('tiles'); all give the same loss.
   c.memory = 'auto'             # 'auto', 'plain', 'remat' or 'tiles'
@@ -579,6 +580,7 @@ def _check_fields(config, problems: list[str]) -> None:
           f"{config.scales}), smallest scale first, e.g. "
           f"'{','.join(str(100 * 2 ** k) for k in reversed(range(config.scales)))}'")
   for field, choices in (('pooling', vgg.POOLINGS),
+                         ('precision', vgg.PRECISIONS),
                          ('normalization', losses.NORMALIZATIONS),
                          ('style_loss', losses.STYLE_LOSSES),
                          ('preserve_color', PRESERVE_COLOR),
@@ -870,7 +872,8 @@ def parse(config: ml_collections.ConfigDict, workdir: str | os.PathLike | None,
   loss_specs = tuple(
       losses.LossSpec(content_layers, style_layers, config.pooling,
                       config.normalization, config.style_loss,
-                      memory=loss_memory, tile=tile, style_levels=levels)
+                      memory=loss_memory, tile=tile, style_levels=levels,
+                      precision=config.precision)
       for (loss_memory, tile), levels in zip(scale_paths, scale_levels))
   iterations = split_list(config.scale_iterations) or \
       [config.max_iterations] * len(loss_specs)
