@@ -31,6 +31,7 @@ from nst_jax import image as image_lib
 from nst_jax import losses
 from nst_jax import memory
 from nst_jax import optimize
+from nst_jax import phases
 from nst_jax import vgg
 from nst_jax import weights as weights_lib
 from nst_jax.errors import UserError
@@ -452,7 +453,8 @@ def _load_weights(path: Path, version: tuple | None) -> tuple[dict, dict]:
   """weights.load_vgg19_params, once per file `version` (mtime, size): a
   process that parses many runs (compare, tests) reads and hashes it once."""
   del version  # the cache key: a rewritten file is read again
-  return weights_lib.load_vgg19_params(path, auto_port=False)
+  with phases.phase('weights'):
+    return weights_lib.load_vgg19_params(path, auto_port=False)
 
 
 def default_workdir(config: ml_collections.ConfigDict, sweep: bool = False
