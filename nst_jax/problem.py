@@ -21,6 +21,7 @@ import numpy as np
 from nst_jax import color
 from nst_jax import image as image_lib
 from nst_jax import losses
+from nst_jax import phases
 from nst_jax import spec as spec_lib
 from nst_jax import vgg
 
@@ -147,9 +148,11 @@ def build_problem(spec: spec_lib.RunSpec, members: Sequence[spec_lib.Member],
   targets = {}
   for key in dict.fromkeys(keys):
     _, seen, styles = loaded[key[0]]
-    targets[key] = _compute_targets(
-        params, vgg.preprocess(seen), [vgg.preprocess(s) for s in styles],
-        blend, loss_spec, key=prng_keys(key[1])['projections'])
+    with phases.phase('targets'):
+      targets[key] = _compute_targets(
+          params, vgg.preprocess(seen), [vgg.preprocess(s) for s in styles],
+          blend, loss_spec, key=prng_keys(key[1])['projections'])
+      jax.block_until_ready(targets[key])  # timed here, not where first used
   style_depends = (spec.preserve_color != '', by_seed)
   style_keys = [tuple(k if d else None for k, d in zip(key, style_depends))
                 for key in keys]

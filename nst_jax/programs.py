@@ -31,11 +31,11 @@ def _over_members(fn: Callable, num_members: int, in_axes: tuple,
 
   Each device of `mesh` takes its share of the members (axis 'members') and
   runs them `batch` at a time under vmap, one batch after another (0: all at
-  once). Under vmap the line search's conds become selects that run both
-  branches, each evaluating the loss: a vmapped member costs ~2x a single run
-  per evaluation on a CPU and 1.5x on an H200 at 512 px, where one member
-  already fills the card. With batch 1 each member runs the operations of its
-  single run, conds included. M = 1 (a single run) needs no mapping at all.
+  once). Under vmap conds become selects that run every branch: jaxopt's line
+  search then evaluates the loss in each, which is why vmapped members run
+  'lbfgs_batched' (`member_optimizer`). With batch 1 each member runs the
+  operations of its single run, conds included. M = 1 (a single run) needs
+  no mapping at all.
   """
   if num_members > 1:
     def local(*args):
@@ -65,6 +65,44 @@ def _over_members(fn: Callable, num_members: int, in_axes: tuple,
   return one
 
 
+def vmaps_members(num_members: int, batch: int) -> bool:
+  """Whether `_over_members` runs members under vmap (a batch of one too)."""
+  return num_members > 1 and batch != 1
+
+
+def member_optimizer(optimizer_spec: optimize.OptimizerSpec, num_members: int,
+                     batch: int) -> optimize.OptimizerSpec:
+  """The optimiser a program of `num_members` members, `batch` at a time, runs:
+  `optimize.for_batch` of the members a vmap takes at once (1: no vmap)."""
+  return optimize.for_batch(optimizer_spec,
+                            batch if vmaps_members(num_members, batch) else 1)
+
+
+def member_programs(loss: Callable[..., jax.Array],
+                    optimizer_spec: optimize.OptimizerSpec, num_members: int,
+                    mesh: Mesh | None = None, batch: int = 1
+                    ) -> tuple[Callable, Callable]:
+  """(init, run_chunk) of `loss` for `num_members` members, not yet jitted.
+
+  init(x0[M, H, W, 3], params, shared, per_member, weights) -> OptState[M]
+  run_chunk(state, num_steps, max_evaluations, params, shared, per_member,
+            weights) -> OptState
+  The optimiser is `member_optimizer`'s; members are mapped by
+  `_over_members`. The benchmark runs these with a counting loss.
+  """
+  ospec = member_optimizer(optimizer_spec, num_members, batch)
+  member_args = (None, None, 0, 0)  # params, shared, per_member, weights
+  one_init = lambda x, *a: optimize.init(ospec, loss, x, *a)
+  # Each member's while_loop stops on its own status; under vmap, finished
+  # members are carried through unchanged until the last one stops.
+  one_chunk = lambda s, n, budget, *a: optimize.run_chunk(
+      ospec, loss, s, n, *a, max_evaluations=budget)
+  return (_over_members(one_init, num_members, (0,) + member_args, mesh,
+                        batch),
+          _over_members(one_chunk, num_members, (0, None, None) + member_args,
+                        mesh, batch))
+
+
 def compiled_programs(loss_spec: losses.LossSpec,
                       optimizer_spec: optimize.OptimizerSpec, mesh: Mesh,
                       num_members: int, traces: collections.Counter | None = None,
@@ -80,29 +118,22 @@ def compiled_programs(loss_spec: losses.LossSpec,
   multiple of its devices); params, shared targets, num_steps and
   max_evaluations (`optimize.run_chunk`'s budget) replicated.
   Each device runs its members `batch` at a time (config.sweep.batch; see
-  `_over_members`). jit compiles each once per shape (keep the returned
+  `_over_members`), with `member_optimizer`'s optimiser. jit compiles each once per shape (keep the returned
   functions to reuse them); `traces` counts the traces.
   """
   traces = traces if traces is not None else collections.Counter()
-  loss = total_loss(loss_spec)
-  ospec = optimizer_spec
   batched, replicated = NamedSharding(mesh, P('members')), NamedSharding(mesh, P())
   member_args = (None, None, 0, 0)  # params, shared, per_member, weights
+  mapped_init, mapped_chunk = member_programs(
+      total_loss(loss_spec), optimizer_spec, num_members, mesh, batch)
 
   def init(x0, *args):
     traces['init'] += 1
-    one = lambda x, *a: optimize.init(ospec, loss, x, *a)
-    return _over_members(one, num_members, (0,) + member_args, mesh, batch)(
-        x0, *args)
+    return mapped_init(x0, *args)
 
   def chunk(state, num_steps, max_evaluations, *args):
     traces['chunk'] += 1
-    # Each member's while_loop stops on its own status; under vmap, finished
-    # members are carried through unchanged until the last one stops.
-    one = lambda s, n, budget, *a: optimize.run_chunk(
-        ospec, loss, s, n, *a, max_evaluations=budget)
-    return _over_members(one, num_members, (0, None, None) + member_args, mesh,
-                         batch)(state, num_steps, max_evaluations, *args)
+    return mapped_chunk(state, num_steps, max_evaluations, *args)
 
   def terms(x, params, shared, per_member, weights):
     traces['terms'] += 1

@@ -32,6 +32,7 @@ from nst_jax import image as image_lib
 from nst_jax import losses
 from nst_jax import memory
 from nst_jax import optimize
+from nst_jax import phases
 from nst_jax import run_state
 from nst_jax import runtime
 from nst_jax import vgg
@@ -56,6 +57,7 @@ def default_config() -> ml_collections.ConfigDict:
   # --- Network ----------------------------------------------------------
   c.weights = ''                # ported VGG19 .npz; '' = weights/vgg19.npz (ported on first use)
   c.pooling = 'max'             # 'max' (as trained) or 'avg'
+  c.precision = 'float32'       # convolutions: 'float32' or 'bfloat16' (float32 sums; GPUs)
   # 'auto' keeps every activation when it fits, else recomputes them per
   # VGG block ('remat') or per spatial tile ('tiles'); all give the same loss.
   c.memory = 'auto'             # 'auto', 'plain', 'remat' or 'tiles'
@@ -475,7 +477,8 @@ def _load_weights(path: Path, version: tuple | None) -> tuple[dict, dict]:
   """weights.load_vgg19_params, once per file `version` (mtime, size): a
   process that parses many runs (compare, tests) reads and hashes it once."""
   del version  # the cache key: a rewritten file is read again
-  return weights_lib.load_vgg19_params(path, auto_port=False)
+  with phases.phase('weights'):
+    return weights_lib.load_vgg19_params(path, auto_port=False)
 
 
 def default_workdir(config: ml_collections.ConfigDict, sweep: bool = False
@@ -574,6 +577,17 @@ def check_resume(config: ml_collections.ConfigDict) -> Path:
         ': resume with the same config (only '
         + ', '.join(f for f in RESUMABLE_CHANGES if f != 'resume')
         + ' may change)')
+  # Members run one by one and vmapped ones may use different optimisers
+  # (optimize.for_batch), whose saved states do not fit each other.
+  optimizers = [optimize.for_batch(optimize.OptimizerSpec(
+      name=str(fields.get('optimizer'))), int(fields.get('sweep.batch', 1))).name
+                for fields in (saved, current)]
+  if swept_fields(config) and optimizers[0] != optimizers[1]:
+    raise UserError(
+        f"config.resume: the interrupted sweep ran sweep.batch="
+        f"{saved.get('sweep.batch')} (optimizer {optimizers[0]}) and this "
+        f"config has sweep.batch={current.get('sweep.batch')} ({optimizers[1]})"
+        ': resume with a sweep.batch of 1 if it was 1, else of 0 or more than 1')
   return workdir
 
 
@@ -634,6 +648,7 @@ def _check_fields(config, problems: list[str]) -> None:
           f"{config.scales}), smallest scale first, e.g. "
           f"'{','.join(str(100 * 2 ** k) for k in reversed(range(config.scales)))}'")
   for field, choices in (('pooling', vgg.POOLINGS),
+                         ('precision', vgg.PRECISIONS),
                          ('normalization', losses.NORMALIZATIONS),
                          ('style_loss', losses.STYLE_LOSSES),
                          ('preserve_color', PRESERVE_COLOR),
@@ -951,7 +966,8 @@ def parse(config: ml_collections.ConfigDict, workdir: str | os.PathLike | None,
   loss_specs = tuple(
       losses.LossSpec(content_layers, style_layers, config.pooling,
                       config.normalization, config.style_loss,
-                      memory=loss_memory, tile=tile, style_levels=levels)
+                      memory=loss_memory, tile=tile, style_levels=levels,
+                      precision=config.precision)
       for (loss_memory, tile), levels in zip(scale_paths, scale_levels))
   iterations = split_list(config.scale_iterations) or \
       [config.max_iterations] * len(loss_specs)

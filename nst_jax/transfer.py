@@ -14,6 +14,7 @@ from typing import Any
 import ml_collections
 
 from nst_jax import engine
+from nst_jax import phases
 from nst_jax import spec as spec_lib
 
 
@@ -38,7 +39,10 @@ def run(config: ml_collections.ConfigDict,
       any compilation).
     engine.Interrupted: SIGINT/SIGTERM; the state was saved for `config.resume`.
   """
-  result = engine.run(spec_lib.parse(config, workdir, sweep=sweep), log)
+  phases.start_run()
+  with phases.phase('config'):
+    spec = spec_lib.parse(config, workdir, sweep=sweep)
+  result = engine.run(spec, log)
   if not sweep:
     (member,) = result['members']
     result.update(

@@ -51,6 +51,12 @@ VGG_MEAN_BGR = (103.939, 116.779, 123.68)
 
 POOLINGS = ('max', 'avg')
 
+# Arithmetic of the convolutions (forward and both gradients): 'float32', or
+# 'bfloat16' inputs and kernels with float32 accumulation and results, at
+# twice a GPU's float32 (TF32) matmul rate and half the operand traffic.
+# Everything else (bias, ReLU, pools, the statistics and losses) is float32.
+PRECISIONS = ('float32', 'bfloat16')
+
 
 def layer_block(layer: str) -> int:
   """The block number (1-5) of a Keras layer name such as 'block3_conv2'."""
@@ -81,7 +87,13 @@ def deprocess(x: jax.Array) -> jax.Array:
   return ((x + jnp.asarray(VGG_MEAN_BGR, x.dtype)) / 255.0)[..., ::-1]
 
 
-def _conv(x: jax.Array, kernel: jax.Array) -> jax.Array:
+def _conv(x: jax.Array, kernel: jax.Array,
+          precision: str = 'float32') -> jax.Array:
+  if precision == 'bfloat16':
+    return jax.lax.conv_general_dilated(
+        x.astype(jnp.bfloat16), kernel.astype(jnp.bfloat16), (1, 1), 'SAME',
+        dimension_numbers=('NHWC', 'HWIO', 'NHWC'),
+        preferred_element_type=jnp.float32)
   return jax.lax.conv_general_dilated(
       x, kernel, (1, 1), 'SAME', dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
 
@@ -94,9 +106,13 @@ def input_grad_kernel(kernel: jax.Array) -> jax.Array:
   return jnp.flip(kernel, (0, 1)).transpose(0, 1, 3, 2)
 
 
-@jax.custom_vjp
-def conv3x3(x: jax.Array, kernel: jax.Array, kernel_t: jax.Array) -> jax.Array:
+@functools.partial(jax.custom_vjp, nondiff_argnums=(3,))
+def conv3x3(x: jax.Array, kernel: jax.Array, kernel_t: jax.Array,
+            precision: str = 'float32') -> jax.Array:
   """A 3x3 'SAME' convolution (NHWC, HWIO) whose input gradient uses `kernel_t`.
+
+  `precision` (one of PRECISIONS, static) is the arithmetic of the
+  convolution and of both its gradients; the result is float32 either way.
 
   Autodiff would write the input gradient as a convolution with a transposed
   kernel layout (HWOI). Inside a loop (our optimiser's `while_loop`) XLA:CPU
@@ -105,15 +121,16 @@ def conv3x3(x: jax.Array, kernel: jax.Array, kernel_t: jax.Array) -> jax.Array:
   Passing the gradient's kernel in canonical layout, computed once outside
   the loop (`prepare_params`), avoids it on every backend.
   """
-  return _conv(x, kernel)
+  return _conv(x, kernel, precision)
 
 
-def _conv3x3_fwd(x, kernel, kernel_t):
+def _conv3x3_fwd(x, kernel, kernel_t, precision):
   # The backward pass needs the input and kernel_t only (see _kernel_grad).
-  return _conv(x, kernel), (x, kernel_t)
+  return _conv(x, kernel, precision), (x, kernel_t)
 
 
-def _kernel_grad(x: jax.Array, g: jax.Array) -> jax.Array:
+def _kernel_grad(x: jax.Array, g: jax.Array,
+                 precision: str = 'float32') -> jax.Array:
   """The gradient of sum(g * conv3x3(x, kernel)) w.r.t. the kernel: [3, 3, I, O].
 
   dK[a, b, i, o] = sum over n, y, x of pad(x)[n, y + a, x + b, i] g[n, y, x, o]:
@@ -122,16 +139,22 @@ def _kernel_grad(x: jax.Array, g: jax.Array) -> jax.Array:
   would trace the convolution's linearisation at every conv of every
   traced loss evaluation (98 traces, most of a warm start's tracing).
   """
+  if precision == 'bfloat16':
+    return jax.lax.conv_general_dilated(
+        x.astype(jnp.bfloat16), g.astype(jnp.bfloat16), (1, 1),
+        ((1, 1), (1, 1)), dimension_numbers=('CHWN', 'IHWO', 'HWNC'),
+        preferred_element_type=jnp.float32)
   return jax.lax.conv_general_dilated(
       x, g, (1, 1), ((1, 1), (1, 1)),
       dimension_numbers=('CHWN', 'IHWO', 'HWNC'))
 
 
-def _conv3x3_bwd(residuals, g):
+def _conv3x3_bwd(precision, residuals, g):
   x, kernel_t = residuals
   # The kernel gradient is exact too (and removed by XLA when unused, as it
   # is when only the image is optimised).
-  return _conv(g, kernel_t), _kernel_grad(x, g), jnp.zeros_like(kernel_t)
+  return (_conv(g, kernel_t, precision), _kernel_grad(x, g, precision),
+          jnp.zeros_like(kernel_t))
 
 
 conv3x3.defvjp(_conv3x3_fwd, _conv3x3_bwd)
@@ -167,14 +190,16 @@ def pool2x2(x: jax.Array, pooling: str = 'max') -> jax.Array:
   return jnp.mean(x, axis=(-4, -2))
 
 
-def conv_relu(leaves: Mapping[str, jax.Array], x: jax.Array) -> jax.Array:
-  """One VGG layer on float32[(N,) H, W, Cin]: 3x3 'SAME' conv, bias, ReLU."""
+def conv_relu(leaves: Mapping[str, jax.Array], x: jax.Array,
+              precision: str = 'float32') -> jax.Array:
+  """One VGG layer on float32[(N,) H, W, Cin]: 3x3 'SAME' conv, bias, ReLU;
+  the conv in `precision` (PRECISIONS)."""
   kernel = leaves['kernel']
   kernel_t = leaves.get('kernel_t')
   if kernel_t is None:
     kernel_t = input_grad_kernel(kernel)
   batched = x.ndim == 4
-  y = conv3x3(x if batched else x[None], kernel, kernel_t)
+  y = conv3x3(x if batched else x[None], kernel, kernel_t, precision)
   return jax.nn.relu((y if batched else y[0]) + leaves['bias'])
 
 
@@ -202,7 +227,8 @@ def _inside_image(valid, level: int, hw: tuple[int, int]) -> jax.Array:
 def run_network(params: Mapping, x: jax.Array, layers: Sequence[str],
                 pooling: str = 'max', *,
                 summarize: Callable[[str, jax.Array], Any] | None = None,
-                remat: bool = False, valid=None) -> dict[str, Any]:
+                remat: bool = False, valid=None,
+                precision: str = 'float32') -> dict[str, Any]:
   """VGG19 up to the deepest of `layers`, each requested feature summarised.
 
   Args:
@@ -224,6 +250,8 @@ def run_network(params: Mapping, x: jax.Array, layers: Sequence[str],
       input is then zeroed outside the image, as 'SAME' padding does at the
       image's border, so the crop computes what the whole image computes
       wherever the crop's own border is far enough (see losses.tile_halo).
+    precision: the convolutions' arithmetic, one of PRECISIONS; static.
+      Features and summaries are float32 either way.
 
   Returns:
     {layer: summarize(layer, feature)} for every layer in `layers`.
@@ -238,7 +266,7 @@ def run_network(params: Mapping, x: jax.Array, layers: Sequence[str],
     for name in names:
       if valid is not None:
         x = jnp.where(_inside_image(valid, block - 1, x.shape[-3:-1]), x, 0.0)
-      x = conv_relu(block_params[name], x)
+      x = conv_relu(block_params[name], x, precision)
       if name in wanted:
         out[name] = summarize(name, x)
     return x, out
@@ -256,8 +284,8 @@ def run_network(params: Mapping, x: jax.Array, layers: Sequence[str],
 
 
 def extract_features(params: Mapping, image: jax.Array,
-                     layers: Sequence[str], pooling: str = 'max'
-                     ) -> dict[str, jax.Array]:
+                     layers: Sequence[str], pooling: str = 'max',
+                     precision: str = 'float32') -> dict[str, jax.Array]:
   """VGG19 features of a preprocessed image.
 
   Args:
@@ -267,6 +295,7 @@ def extract_features(params: Mapping, image: jax.Array,
       (see `preprocess`).
     layers: Keras layer names; static.
     pooling: 'max' or 'avg'; static.
+    precision: the convolutions' arithmetic, one of PRECISIONS; static.
 
   Returns:
     {layer: float32[(N,) h, w, C]}: post-ReLU activations, batched like `image`.
@@ -276,7 +305,9 @@ def extract_features(params: Mapping, image: jax.Array,
     raise ValueError(f'unknown VGG19 layer(s) {bad}; choose from {list(CONV_LAYERS)}')
   if pooling not in POOLINGS:
     raise ValueError(f"pooling={pooling!r}: use 'max' or 'avg'")
-  return run_network(params, image, layers, pooling)
+  if precision not in PRECISIONS:
+    raise ValueError(f'precision={precision!r}: use one of {list(PRECISIONS)}')
+  return run_network(params, image, layers, pooling, precision=precision)
 
 
 def init_random_params(key: jax.Array) -> dict:

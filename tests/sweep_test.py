@@ -237,16 +237,30 @@ def test_chunked_and_padded_sweep_matches(grid, tmp_path):
   assert 2 * 128 <= width < 3 * 128
 
 
+@pytest.fixture(scope='module')
+def one_by_one_batched_lbfgs(tmp_path_factory):
+  """The grid's members one after another (batch 1) on 'lbfgs_batched', the
+  optimiser that vmapped members switch to (optimize.for_batch)."""
+  config = _config(style_weight='1,100', seed='0,1')
+  config.optimizer = 'lbfgs_batched'
+  return transfer.run(config, tmp_path_factory.mktemp('one_by_one') / 'sweep',
+                      log=lambda *_: None, sweep=True)
+
+
 @pytest.mark.parametrize('batch', [0, 3])
-def test_members_evaluated_together_match(grid, tmp_path, batch):
-  # The reference runs its 4 members one after another (batch 1); here all
-  # 4 under one vmap (0), or 3 and then 1 (3, lax.map's remainder).
+def test_members_evaluated_together_match(one_by_one_batched_lbfgs, tmp_path,
+                                          batch):
+  # All 4 members under one vmap (0), or 3 and then 1 (3, lax.map's
+  # remainder) reproduce them one by one on the same optimiser, evaluation
+  # for evaluation.
   result = transfer.run(
       _config(style_weight='1,100', seed='0,1', batch=batch),
       tmp_path / 'batched', log=lambda *_: None, sweep=True)
-  for member, same in zip(result['members'], grid[0]['members'], strict=True):
+  for member, same in zip(result['members'],
+                          one_by_one_batched_lbfgs['members'], strict=True):
     assert _max_diff(member['file'], same['file']) <= 1
     assert member['iterations'] == same['iterations']
+    assert member['evaluations'] == same['evaluations']
 
 
 def _find_tile(sheet: np.ndarray, tile: np.ndarray) -> tuple[int, int]:

@@ -327,6 +327,31 @@ def test_resume_refuses_a_changed_config(tmp_path):
     spec.check_resume(batched)
 
 
+def test_resume_refuses_a_sweep_whose_optimiser_would_change(tmp_path):
+  # Members one by one run jaxopt's L-BFGS, vmapped ones lbfgs_batched: the
+  # saved optimiser state of one does not fit the other.
+  saved = _config()
+  saved.sweep.style_weight = '1,10'
+  (tmp_path / 'config.json').write_text(json.dumps(
+      {'config': json.loads(saved.to_json())}))
+  (tmp_path / 'state.npz').write_bytes(b'')
+  resumed = _config(resume=str(tmp_path))
+  resumed.sweep.style_weight = '1,10'
+  resumed.sweep.batch = 4
+  with pytest.raises(UserError, match=r'^config\.resume: the interrupted sweep '
+                     r'ran sweep\.batch=1 \(optimizer lbfgs\) and this config '
+                     r'has sweep\.batch=4 \(lbfgs_batched\)'):
+    spec.check_resume(resumed)
+  resumed.sweep.batch = 1
+  assert spec.check_resume(resumed) == tmp_path
+  # Between vmapped batches the optimiser stays: allowed.
+  saved.sweep.batch = 0
+  (tmp_path / 'config.json').write_text(json.dumps(
+      {'config': json.loads(saved.to_json())}))
+  resumed.sweep.batch = 8
+  assert spec.check_resume(resumed) == tmp_path
+
+
 def test_runs_saved_before_a_default_changed_keep_their_values(tmp_path):
   # A config saved before the style pyramid existed ran without it: loading
   # it reproduces that run, and resuming it with today's defaults is refused.

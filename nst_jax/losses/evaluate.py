@@ -58,6 +58,8 @@ class LossSpec:
       rather than the look (docs/defaults.md, Across sizes). See `style_pyramid_levels`.
     extra_terms: terms added to content, style and TV (terms.Term records,
       each with its own key, weight and targets).
+    precision: the VGG convolutions' arithmetic (vgg.PRECISIONS), for the
+      image and the targets alike; statistics and losses are float32.
   """
   content_layers: tuple[str, ...]
   style_layers: tuple[str, ...]
@@ -69,6 +71,7 @@ class LossSpec:
   tile: int = 0
   style_levels: int = 1
   extra_terms: tuple[terms_lib.Term, ...] = ()
+  precision: str = 'float32'
 
   def __post_init__(self):
     if self.style_loss not in terms_lib.STYLE_TERMS:
@@ -86,6 +89,9 @@ class LossSpec:
       raise ValueError(f'tile={self.tile}: use 0 (the default) or a side in px')
     if self.style_levels < 1:
       raise ValueError(f'style_levels={self.style_levels}: need at least 1')
+    if self.precision not in vgg.PRECISIONS:
+      raise ValueError(f'precision={self.precision!r}: use one of '
+                       f'{list(vgg.PRECISIONS)}')
     keys = [term.key for term in self.terms]
     if len(set(keys)) < len(keys):
       raise ValueError(f'two terms share a key: {keys}')
@@ -162,10 +168,12 @@ def _statistics(params: Mapping, image: jax.Array,
       # The statistics after the network, as autodiff has always seen them:
       # the gradient adds its parts in the same order, to the bit.
       stats = {layer: summarize(layer, f) for layer, f in
-               vgg.extract_features(params, image, layers, spec.pooling).items()}
+               vgg.extract_features(params, image, layers, spec.pooling,
+                                    spec.precision).items()}
     else:
       stats = vgg.run_network(params, image, layers, spec.pooling,
-                              summarize=summarize, remat=True)
+                              summarize=summarize, remat=True,
+                              precision=spec.precision)
     return {t.key: {layer: stats[layer][t.key] for layer in t.layers}
             for t in terms}
 
@@ -193,7 +201,8 @@ def _statistics(params: Mapping, image: jax.Array,
                           {**target, **cut} if cut else target)
       return out
     return vgg.run_network(params, crop, layers, spec.pooling,
-                           summarize=summarize, valid=(origin, image_hw))
+                           summarize=summarize, valid=(origin, image_hw),
+                           precision=spec.precision)
 
   per_tile = tiling.map_tiles(image, layers, spec.tile, tile_fn,
                               checkpoint=True)
