@@ -53,8 +53,10 @@ The config (fields proposed for `spec.default_config`):
   style_regions = ''    'STYLE=PATH, ...': label images of config.style entries
   region_styles = ''    'COLOUR=STYLE, COLOUR=STYLE@STYLE_COLOUR, COLOUR=none'
   region_feather = 0.0  px at image_size
-`parse_region_styles` and the `check_*` functions append one line per problem
-to `problems`, as spec.py does, and return None (or nothing) on a problem.
+`parse_style_regions`, `parse_region_styles` and the `check_*` functions
+append one line per problem to `problems`, as spec.py does (the parsers then
+return None or skip the item, the checks False); `read_label_map` raises
+UserError, which the caller adds as a problem.
 """
 
 import dataclasses
@@ -73,7 +75,7 @@ from nst_jax import image as image_lib
 from nst_jax import losses
 from nst_jax.errors import UserError
 
-# A colour group is a region when it covers this share of the label image.
+# A colour group is a region when its core covers this share of the image.
 MIN_REGION_SHARE = 0.005
 # Colours closer than this (Euclidean, 0-255 RGB) are one region; configured
 # colours match a region colour this close. JPEG (quality >= 50) moves flat
@@ -282,20 +284,33 @@ def read_label_map(path: str | os.PathLike[str]) -> LabelMap:
 def resize_masks(masks: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
   """float32[H, W, R] masks resized to float32[*hw, R], still summing to 1.
 
-  Pillow's bilinear filter, widened when shrinking (an area average): its
-  weights are >= 0 and sum to 1, so memberships stay in [0, 1] and shared
-  (Lanczos would overshoot). The sums are renormalised against rounding.
+  Shrinking averages the area each output pixel covers (Pillow's box
+  filter); enlarging interpolates bilinearly. Both weigh with weights >= 0
+  that sum to 1, so memberships stay in [0, 1] and shared (Lanczos would
+  overshoot); the sums are renormalised against rounding.
   """
   masks = np.asarray(masks, np.float32)
   if masks.shape[:2] == tuple(hw):
     return masks
   size = (hw[1], hw[0])
+  shrink = hw[0] * hw[1] <= masks.shape[0] * masks.shape[1]
+  resample = Image.Resampling.BOX if shrink else Image.Resampling.BILINEAR
   out = np.stack([np.asarray(Image.fromarray(np.ascontiguousarray(
-      masks[:, :, r])).resize(size, Image.Resampling.BILINEAR))
+      masks[:, :, r])).resize(size, resample))
                   for r in range(masks.shape[2])], axis=-1)
   out = np.clip(out, 0.0, 1.0)
   return (out / np.maximum(out.sum(axis=-1, keepdims=True), 1e-12)
           ).astype(np.float32)
+
+
+def masks_at(label_map: LabelMap, hw: tuple[int, int], feather: float = 0.0
+             ) -> np.ndarray:
+  """float32[*hw, R]: the label map's masks at an image size, feathered.
+
+  `feather`: the radius in px at this size (config.region_feather is in px
+  at image_size: a coarser scale s passes it times hw / image_size).
+  """
+  return feather_masks(resize_masks(label_map.masks, hw), feather)
 
 
 def feather_masks(masks: np.ndarray, radius: float) -> np.ndarray:
