@@ -207,7 +207,7 @@ def _core(labels: np.ndarray) -> dict[int, int]:
 
 
 def _memberships(colours: np.ndarray, centres: np.ndarray) -> np.ndarray:
-  """float32[U, R] soft memberships of float colours [U, 3] (module docstring)."""
+  """float32[U, R] memberships of float colours [U, 3] (module docstring)."""
   r = len(centres)
   if r == 1:
     return np.ones((len(colours), 1), np.float32)
@@ -273,7 +273,8 @@ def read_label_map(path: str | os.PathLike[str]) -> LabelMap:
         f'{MIN_FLAT_SHARE:.0%}); paint each region in one flat colour (e.g. '
         "blue sky, white town), or give a soft mask as a PNG's transparency "
         'or with config.region_feather')
-  masks = _memberships(colours, centres)[inverse].reshape(*rgb.shape[:2], len(seeds))
+  masks = _memberships(colours, centres)[inverse]
+  masks = masks.reshape(*rgb.shape[:2], len(seeds))
   rgbs = tuple(tuple(int(v) for v in colours[s]) for s in seeds)
   return LabelMap(path, tuple(colour_name(c) for c in rgbs), rgbs, masks)
 
