@@ -11,7 +11,7 @@ float32[H, W, R] at the picture's size (`regions.resize_masks`):
 * style inside region r: compare.py's relative Gram distance averaged over
   its 16 VGG19 layers, with the picture's Gram guided by the region
   (`guided.guided_gram`, masks down-sampled per layer by
-  `regions.layer_masks`) against the Gram of the region's painting: the
+  `losses.layer_masks`) against the Gram of the region's painting: the
   whole painting, or the painting's own region (its label map's mask).
 
 A region that keeps the photo has only a structure; its style is not
@@ -29,7 +29,7 @@ import numpy as np
 from nst_jax import color
 from nst_jax import compare
 from nst_jax import guided
-from nst_jax import regions
+from nst_jax import losses
 from nst_jax import vgg
 
 
@@ -84,7 +84,7 @@ def _region_grams(params: Mapping, image: jax.Array, masks: jax.Array
   """{layer: float32[R, C, C]} guided Grams of an image over compare's layers."""
   feats = vgg.extract_features(params, vgg.preprocess(image[None]),
                                compare.EVAL_LAYERS)
-  per_layer = regions.layer_masks(masks, compare.EVAL_LAYERS)
+  per_layer = losses.layer_masks(masks, compare.EVAL_LAYERS)
   return {layer: guided.guided_gram(feats[layer][0], per_layer[layer])
           for layer in compare.EVAL_LAYERS}
 

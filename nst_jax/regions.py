@@ -46,7 +46,7 @@ Sizes. The label map is resized with its image (`resize_masks`, to the size
 the photo or painting has in the run, at every scale); its aspect ratio must be
 within 1% of the image's. `feather_masks` blurs the masks (a Gaussian,
 sigma = radius / 2) so that a hard border becomes a ramp ~2 radius wide.
-`layer_masks` gives each VGG layer the masks at its feature size.
+`losses.layer_masks` gives each VGG layer the masks at its feature size.
 
 The config (fields proposed for `spec.default_config`):
   content_regions = ''  the photo's label image ('' = no regions)
@@ -66,8 +66,6 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import NamedTuple
 
-import jax
-import jax.numpy as jnp
 import numpy as np
 from PIL import Image, ImageColor, ImageOps
 
@@ -341,33 +339,6 @@ def feather_masks(masks: np.ndarray, radius: float) -> np.ndarray:
   return out.astype(np.float32)
 
 
-def layer_masks(masks: jax.Array, layers: Sequence[str]
-                ) -> dict[str, jax.Array]:
-  """{layer: float32[h, w, R]}: the masks at each layer's feature size.
-
-  Area average: halved (`losses.halve`, the mean of each 2x2 block) once per
-  pool before the layer's block, the same floor-halving as VGG's pools, so
-  the mask of layer l has exactly `losses.feature_hw(masks' (H, W), l)`.
-
-  Why not the paper's eroded 'inside' masks (only the positions whose
-  receptive field lies wholly inside a region): (1) the area-averaged masks
-  still sum to 1 at every position, so every position is counted in some
-  region's statistics; eroded masks leave the border positions in none, and
-  there the picture drifts free of any style, a seam; (2) receptive fields
-  are large (block4_conv1 ~90 px, block5_conv1 ~200 px), so erosion would
-  empty every region narrower than that at the deep layers; (3) soft edges
-  (anti-aliasing, `feather_masks`) carry through as fractional weights. The
-  cost, which the paper notes for its 'simple' variant, is that positions
-  straddling a border mix both regions' statistics, a blur of the boundary
-  of about one receptive field.
-  """
-  masks = jnp.asarray(masks, jnp.float32)
-  by_block = {1: masks}
-  for block in range(2, 6):
-    by_block[block] = losses.halve(by_block[block - 1])
-  return {layer: by_block[int(layer[len('block')])] for layer in layers}
-
-
 def check_aspect(field: str, label_hw: tuple[int, int], image_field: str,
                  image_hw: tuple[int, int], problems: list[str]) -> bool:
   """Appends a problem when the label image's aspect ratio differs > 1%.
@@ -404,7 +375,7 @@ def check_nonempty(field: str, label_map: LabelMap, masks: np.ndarray,
     image_size: the run's long side there, px, for the message.
   """
   deepest = max(layers, key=lambda layer: int(layer[len('block')]))
-  weight = np.asarray(layer_masks(masks, (deepest,))[deepest]).sum(axis=(0, 1))
+  weight = np.asarray(losses.layer_masks(masks, (deepest,))[deepest]).sum(axis=(0, 1))
   hw = losses.feature_hw(masks.shape[:2], deepest)
   ok = True
   for r in regions:

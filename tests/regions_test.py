@@ -227,7 +227,7 @@ def test_layer_masks_have_each_layers_feature_size():
   rng = np.random.default_rng(0)
   raw = rng.uniform(size=(37, 45, 3)).astype(np.float32)
   masks = raw / raw.sum(-1, keepdims=True)
-  by_layer = regions.layer_masks(masks, vgg.CONV_LAYERS)
+  by_layer = losses.layer_masks(masks, vgg.CONV_LAYERS)
   for layer in vgg.CONV_LAYERS:
     assert by_layer[layer].shape == (*losses.feature_hw((37, 45), layer), 3)
     np.testing.assert_allclose(np.sum(by_layer[layer], -1), 1.0, atol=1e-5)
