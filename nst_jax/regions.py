@@ -567,3 +567,133 @@ def describe(content: LabelMap, shares: Sequence[float],
       target += f"'s {style_maps[entry.style].names[entry.style_region]}"
     parts.append(f'{name} -> {target}')
   return 'regions: ' + ', '.join(parts)
+
+
+# --- The run's plan ---------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Plan:
+  """The checked regions of a run (`plan`), for spec.RunSpec.regions.
+
+  Attributes:
+    content: the photo's label map.
+    style_maps: {style index: its label map} (config.style_regions).
+    mapping: one RegionStyle per region of `content`, in its order.
+    feather: config.region_feather, px at image_size.
+    image_size: the run's long side, px (the feather scales with it).
+  """
+  content: LabelMap
+  style_maps: dict[int, LabelMap]
+  mapping: tuple[RegionStyle, ...]
+  feather: float
+  image_size: int
+
+  @property
+  def styled(self) -> tuple[RegionStyle, ...]:
+    """The regions with a style, in the masks' order."""
+    return tuple(m for m in self.mapping if m.style is not None)
+
+  @property
+  def kept(self) -> tuple[int, ...]:
+    """Indices of the regions that keep the photo."""
+    return tuple(m.region for m in self.mapping if m.style is None)
+
+  def sources(self) -> tuple[tuple[int, int], ...]:
+    """Per styled region (style index, region of that style's masks)."""
+    return tuple((m.style, m.style_region or 0) for m in self.styled)
+
+  def masks(self, hw: tuple[int, int]) -> np.ndarray:
+    """float32[*hw, R] the photo's regions at a size, feathered."""
+    return masks_at(self.content, hw,
+                    self.feather * max(hw) / self.image_size)
+
+  def style_masks(self, style: int, hw: tuple[int, int]) -> np.ndarray:
+    """float32[*hw, Q] a style image's regions at its size (ones: whole)."""
+    if style not in self.style_maps:
+      return np.ones((*hw, 1), np.float32)
+    return masks_at(self.style_maps[style], hw,
+                    self.feather * max(hw) / self.image_size)
+
+
+def _read(field: str, path_text: str, problems: list[str]
+          ) -> LabelMap | None:
+  try:
+    return read_label_map(path_text)
+  except UserError as e:
+    problems.append(f'config.{field}: {e}')
+    return None
+
+
+def plan(config, styles: Sequence[str], content_hws: Sequence[tuple[int, int]],
+         style_hws: Sequence[tuple[int, int] | None],
+         smallest_hw: tuple[int, int] | None, layers: Sequence[str],
+         problems: list[str], notes: list[str] | None = None) -> Plan | None:
+  """Checks config's region fields; the run's Plan, or None (no regions, or
+  a problem appended, one line each).
+
+  Args:
+    config: the run's config (content_regions, style_regions,
+      region_styles, region_feather, image_size).
+    styles: config.style's entries.
+    content_hws: (H, W) of each content image file (for the aspect check).
+    style_hws: (H, W) of each style image file, None where not found.
+    smallest_hw: the picture's smallest size in the run (first scale,
+      coarsest pyramid level), for the empty-region check; None: unknown.
+    layers: the style layers.
+  """
+  content_text = str(config.content_regions).strip()
+  if not content_text:
+    for field in ('style_regions', 'region_styles'):
+      if str(config.get(field)).strip():
+        problems.append(f'config.{field} is set but config.content_regions is '
+                        "empty: give the photo's label image too (or clear "
+                        f'config.{field})')
+    return None
+  before = len(problems)
+  content = _read('content_regions', content_text, problems)
+  if content is not None:
+    for hw in dict.fromkeys(content_hws):
+      check_aspect('content_regions', content.hw, 'content', hw, problems)
+  style_maps = {}
+  for index, path in parse_style_regions(config.style_regions, styles,
+                                         problems).items():
+    label = _read('style_regions', path, problems)
+    if label is None:
+      continue
+    style_maps[index] = label
+    if style_hws[index]:
+      check_aspect('style_regions', label.hw, 'style', style_hws[index],
+                   problems)
+  if content is None:
+    return None
+  if not str(config.region_styles).strip():
+    problems.append(
+        f'config.region_styles is empty but config.content_regions has regions '
+        f'{", ".join(content.names)}: map each, e.g. '
+        f"'{content.names[0]}=STYLE' or '{content.names[0]}=none'")
+    return None
+  mapping = parse_region_styles(config.region_styles, content, styles,
+                                style_maps, problems, notes)
+  if mapping is None or len(problems) > before:
+    return None
+  if all(m.style is None for m in mapping):
+    problems.append(f'config.region_styles={config.region_styles!r} keeps '
+                    'every region as the photo: map one to a style')
+    return None
+  result = Plan(content, style_maps, mapping, float(config.region_feather),
+                int(config.image_size))
+  if smallest_hw is not None:
+    masks = result.masks(smallest_hw)
+    check_nonempty('content_regions', content, masks,
+                   [m.region for m in result.styled], layers, max(smallest_hw),
+                   problems)
+    for m in result.styled:
+      if m.style_region is None or not style_hws[m.style]:
+        continue
+      # The style image at the same coarsest size as the picture (roughly).
+      hw = image_lib.resized_hw(style_hws[m.style], max(smallest_hw))
+      check_nonempty('style_regions', style_maps[m.style],
+                     result.style_masks(m.style, hw), [m.style_region],
+                     layers, max(hw), problems)
+  return None if len(problems) > before else result
