@@ -29,6 +29,7 @@ import numpy as np
 from nst_jax import color
 from nst_jax import compare
 from nst_jax import guided
+from nst_jax import image as image_lib
 from nst_jax import losses
 from nst_jax import vgg
 
@@ -153,3 +154,33 @@ def measure_regions(params: Mapping, pictures: Sequence[np.ndarray],
     rows.append(row)
   return rows
 
+
+
+def measure_run(params: Mapping, spec, pictures: Sequence[np.ndarray],
+                photo: np.ndarray) -> list[dict[str, float]]:
+  """`measure_regions` of pictures of a run with regions (spec.RunSpec).
+
+  The photo's regions at its size (feathered as in the run); each styled
+  region against its painting (config.style entry) at style_scale times the
+  photo's long side, whole or its own region (config.style_regions). [] per
+  picture when the run has no regions.
+  """
+  plan = spec.regions
+  if plan is None:
+    return [{} for _ in pictures]
+  hw = photo.shape[:2]
+  masks = plan.masks(hw)
+  long_side = max(16, round(max(hw) * spec.style_scale))
+  targets = []
+  for entry in plan.mapping:
+    name = plan.content.names[entry.region]
+    if entry.style is None:
+      targets.append(RegionTarget(name, None, None))
+      continue
+    painting = image_lib.load_image(spec.style_paths[entry.style], long_side)
+    mask = None
+    if entry.style_region is not None:
+      mask = plan.style_masks(entry.style, painting.shape[:2])[
+          ..., entry.style_region]
+    targets.append(RegionTarget(name, painting, mask))
+  return measure_regions(params, pictures, photo, masks, targets)
