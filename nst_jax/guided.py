@@ -13,10 +13,9 @@ it equals for T_r = 1. Its numerator and denominator are sums over positions
 'mean_cov' takes each region's weighted distribution, position p weighing
 T_r(p) (memberships, which sum to 1 over the regions, so every position is
 counted once in all): mean mu_r = sum(T_r f) / sum(T_r) and covariance
-sum(T_r (f - mu_r)(f - mu_r)^T) / sum(T_r). `guided_moments` keeps
-(weight, mean, centred second moment) per region, which `merge_moments`
-combines exactly across tiles (Chan et al.'s parallel formula, weighted; no
-E[ff^T] - mu mu^T cancellation), as `losses` does for the whole picture.
+sum(T_r (f - mu_r)(f - mu_r)^T) / sum(T_r), centred on the means first
+(`guided_moments`; the loss term, `losses.GuidedStyle`, adds its tiles'
+moments about the target's means, as `losses.MeanCov` does).
 
 'sliced_wasserstein' compares weighted distributions of the projections
 F D (D float32[C, P] unit directions). Sorting the projections once orders
@@ -83,7 +82,7 @@ def guided_gram(features: jax.Array, masks: jax.Array) -> jax.Array:
 
 
 class Moments(NamedTuple):
-  """Per-region weighted moments; a leading [K] axis holds K parts (tiles)."""
+  """Per-region weighted moments."""
   weight: jax.Array  # float32[R]: sum_p T_r(p)
   mean: jax.Array  # float32[R, C]: sum_p T_r(p) f_p / weight (0 if empty)
   m2: jax.Array  # float32[R, C, C]: sum_p T_r(p) (f_p - mean)(f_p - mean)^T
@@ -104,23 +103,6 @@ def guided_moments(features: jax.Array, masks: jax.Array) -> Moments:
   m2 = jnp.einsum('rnc,rnd->rcd', weights.T[:, :, None] * centred, centred,
                   precision=_HIGHEST)
   return Moments(weight, mean, m2)
-
-
-def merge_moments(parts: Moments) -> Moments:
-  """Moments of the union of K disjoint parts, each with a leading [K] axis.
-
-  Chan et al.'s parallel formula with weights: the means average by weight;
-  the second moments add, plus each part's mean offset weighted by its
-  weight. Parts of weight 0 contribute nothing.
-  """
-  weight = jnp.sum(parts.weight, axis=0)  # [R]
-  safe = jnp.maximum(weight, jnp.finfo(parts.mean.dtype).tiny)
-  mean = jnp.einsum('kr,krc->rc', parts.weight, parts.mean,
-                    precision=_HIGHEST) / safe[:, None]
-  offset = parts.mean - mean[None]  # [K, R, C]
-  spread = jnp.einsum('kr,krc,krd->rcd', parts.weight, offset, offset,
-                      precision=_HIGHEST)
-  return Moments(weight, mean, jnp.sum(parts.m2, axis=0) + spread)
 
 
 def mean_cov(moments: Moments) -> tuple[jax.Array, jax.Array]:

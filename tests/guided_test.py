@@ -77,24 +77,6 @@ def test_guided_mean_cov_of_ones_is_feature_mean_cov(data):
   np.testing.assert_allclose(cov[0], want_cov, rtol=1e-5, atol=1e-6)
 
 
-def test_merged_moments_of_parts_are_the_wholes(data):
-  features, masks = data
-  whole = guided.guided_moments(features, masks)
-  # The first part holds no weight of region 2 (its rows are masked out):
-  # an empty part must add nothing.
-  parts = [guided.guided_moments(f, t)
-           for f, t in zip(_parts(features), _parts(masks))]
-  assert float(parts[0].weight[2]) == 0.0
-  stacked = guided.Moments(*(jnp.stack(field) for field in zip(*parts)))
-  merged = guided.merge_moments(stacked)
-  np.testing.assert_allclose(merged.weight, whole.weight, rtol=1e-6)
-  np.testing.assert_allclose(merged.mean, whole.mean, rtol=1e-5)
-  np.testing.assert_allclose(merged.m2, whole.m2, rtol=1e-4, atol=1e-5)
-  mean, cov = guided.mean_cov(merged)
-  want_mean, want_cov = guided.guided_mean_cov(features, masks)
-  np.testing.assert_allclose(cov, want_cov, rtol=1e-4, atol=1e-6)
-
-
 def test_sort_with_weights_of_parts_is_the_wholes(data):
   features, masks = data
   directions = losses.random_directions(jax.random.key(0), 5, 4)
