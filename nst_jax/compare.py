@@ -178,7 +178,8 @@ def _run_config(config: ml_collections.ConfigDict, workdir: Path,
 def compare(config: ml_collections.ConfigDict, workdir: str | os.PathLike,
             *, sizes: Sequence[int] = (), eval_size: int = 0,
             pastiche: bool = False, pictures: Sequence[str] = (),
-            log: Callable[[str], Any] = print) -> list[dict[str, Any]]:
+            log: Callable[[str], Any] = print,
+            region_measures: Callable | None = None) -> list[dict[str, Any]]:
   """Makes (or takes) pictures, measures them, writes the comparison.
 
   Args:
@@ -190,6 +191,9 @@ def compare(config: ml_collections.ConfigDict, workdir: str | os.PathLike,
     pastiche: also run pastiche at each size, config.max_iterations L-BFGS
       steps on the same files (UserError when it is not installed).
     pictures: existing image files to measure instead of running anything.
+    region_measures: for a config with regions,
+      `region_measures.measure_run(params, spec, pictures, photo)`: each
+      region's structure and style, added to the rows.
 
   Returns:
     One row per picture: {'label', 'size', 'file', measures...}.
@@ -237,6 +241,12 @@ def compare(config: ml_collections.ConfigDict, workdir: str | os.PathLike,
   rows = [{'label': label, 'size': size, 'file': str(path), **values}
           for (label, size, path), values in zip(
               made, measure(params, images, photo, painting))]
+  if region_measures is not None and first.regions is not None:
+    for row, values in zip(rows, region_measures(params, first, images,
+                                                 photo)):
+      row.update(values)
+      log(f"{row['label'][:40]:<40} regions: " + ', '.join(
+          f'{k} {v:.4f}' for k, v in values.items()))
   _write(workdir, rows, images, photo, painting, eval_size, log)
   return rows
 

@@ -22,6 +22,7 @@ from nst_jax import color
 from nst_jax import image as image_lib
 from nst_jax import losses
 from nst_jax import phases
+from nst_jax import regions
 from nst_jax import spec as spec_lib
 from nst_jax import vgg
 
@@ -97,6 +98,36 @@ def _stack(trees: Sequence[Any]) -> Any:
 _compute_targets = jax.jit(losses.compute_targets, static_argnums=(4,))
 
 
+_region_style_targets = jax.jit(losses.region_targets,
+                                static_argnums=(1, 2, 6))
+
+
+def _region_targets(plan: regions.Plan, params: dict,
+                    loss_spec: losses.LossSpec, hw: tuple[int, int],
+                    seen: jax.Array, styles: Sequence[jax.Array],
+                    style_names: Sequence[str], key: jax.Array,
+                    log: Log | None) -> dict:
+  """targets['style'] ('style_coarse') of the regions' GuidedStyle, and
+  targets['photo'] of PhotoHold, for a picture of size hw (`seen`: the
+  content as the network sees it, RGB in [0, 1])."""
+  masks = plan.masks(hw)
+  if log is not None:
+    log(regions.describe(plan.content, masks.mean(axis=(0, 1)), plan.mapping,
+                         style_names,
+                         plan.style_maps))
+  term = next(t for t in loss_spec.terms if isinstance(t, losses.GuidedStyle))
+  styled = [m.region for m in plan.styled]
+  style_masks = [jnp.asarray(plan.style_masks(i, s.shape[:2]))
+                 for i, s in enumerate(styles)]
+  out = _region_style_targets(
+      params, term, loss_spec, jnp.asarray(masks[..., styled]),
+      [vgg.preprocess(s) for s in styles], style_masks, plan.sources(), key)
+  if plan.kept:
+    kept = masks[..., list(plan.kept)].sum(axis=-1, keepdims=True)
+    out['photo'] = losses.photo_target(vgg.preprocess(seen), jnp.asarray(kept))
+  return out
+
+
 def build_problem(spec: spec_lib.RunSpec, members: Sequence[spec_lib.Member],
                   scale: int, params: dict, log: Log = print,
                   start_rgb: jax.Array | None = None) -> Problem:
@@ -152,12 +183,20 @@ def build_problem(spec: spec_lib.RunSpec, members: Sequence[spec_lib.Member],
       targets[key] = _compute_targets(
           params, vgg.preprocess(seen), [vgg.preprocess(s) for s in styles],
           blend, loss_spec, key=prng_keys(key[1])['projections'])
+      if spec.regions is not None:
+        targets[key].update(_region_targets(
+            spec.regions, params, loss_spec, hw, seen, styles,
+            [str(p) for p in spec.style_paths],
+            prng_keys(key[1])['projections'],
+            log if key == keys[0] else None))
       jax.block_until_ready(targets[key])  # timed here, not where first used
   style_depends = (spec.preserve_color != '', by_seed)
   style_keys = [tuple(k if d else None for k, d in zip(key, style_depends))
                 for key in keys]
   shared, per_member = {}, {}
   parts = [('content', {k[0] for k in keys}), ('style', set(style_keys))]
+  if 'photo' in targets[keys[0]]:  # regions kept as the photo
+    parts.append(('photo', {k[0] for k in keys}))
   if 'style_coarse' in targets[keys[0]]:  # the style pyramid's levels
     parts.append(('style_coarse', set(style_keys)))
   for part, distinct in parts:

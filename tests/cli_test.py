@@ -65,6 +65,7 @@ OUT_OF_RANGE_VALUES = {
     'max_iterations': '-1', 'history_size': '0', 'linesearch': 'armijo',
     'max_linesearch_steps': '0', 'first_step_fraction': '2.0',
     'learning_rate': '0', 'snapshot_every': '0',
+    'region_feather': '-1', 'region_photo_weight': '-1',
     'resume': '/nonexistent/nst_jax_run',
     'compilation_cache': '/dev/null/cache',   # a folder inside a device file
 }
@@ -89,6 +90,30 @@ OUT_OF_RANGE_SWEEP_INPUTS = {
     'style_layer_weights': '1,2', 'init': 'no_such_start.png',
     'weights': '/nonexistent/vgg19.npz',
 }
+# The regions' label images and mapping: one bad value per case, each
+# refused with one line that `regions_test`-style text identifies.
+LABELS = REPO / 'configs' / 'regions'
+REGION_CASES = {
+    'aspect': ({'content_regions': LABELS / 'starry_night_sky.png',
+                'region_styles': 'blue=starry_night, white=none'},
+               'content_regions', r'5\.1% apart \(over 1%\)'),
+    'unmapped': ({'content_regions': LABELS / 'tubingen_sky.png',
+                  'region_styles': 'blue=starry_night'},
+                 'region_styles', "does not map region 'white'"),
+    'no-such-style-region': (
+        {'content_regions': LABELS / 'tubingen_sky.png',
+         'style_regions': f'starry_night={LABELS / "starry_night_sky.png"}',
+         'region_styles': 'blue=starry_night@red, white=none'},
+        'region_styles', "has no region of colour 'red'"),
+    'unknown-style': ({'content_regions': LABELS / 'tubingen_sky.png',
+                       'region_styles': 'blue=monet, white=none'},
+                      'region_styles', "'monet' is not one of config.style"),
+    'empty': ({'content_regions': 'SPECK', 'image_size': 64,
+               'region_styles': 'white=none, red=starry_night'},
+              'content_regions', r"region 'red' covers 0\.1\d of the 12 "
+              'positions of block5_conv1'),
+}
+REGION_FIELDS = {'content_regions', 'style_regions', 'region_styles'}
 # True/False fields have no out-of-range value: the wrong-type table covers them.
 NO_RANGE = {f for f, v in FIELDS.items() if type(v) is bool}
 
@@ -126,7 +151,9 @@ def _assert_refused(result, fields, tmp_path: Path, user_error) -> list[str]:
 def test_tables_cover_every_field():
   out_of_range = (set(OUT_OF_RANGE_VALUES) | set(OUT_OF_RANGE_INPUTS)
                   | set(OUT_OF_RANGE_SWEEP) | set(OUT_OF_RANGE_SWEEP_INPUTS)
-                  | NO_RANGE)
+                  | NO_RANGE | REGION_FIELDS)
+  assert REGION_FIELDS == {field for overrides, _, _ in REGION_CASES.values()
+                           for field in overrides} - {'image_size'}
   assert set(FIELDS) - out_of_range == set()
   assert out_of_range - set(FIELDS) == set()  # no stale names
   assert set(WRONG_TYPE) == {f for f, v in FIELDS.items()
@@ -185,6 +212,24 @@ def test_every_out_of_range_value_at_once(table, good, sweep, tmp_path,
     spec.parse(config, tmp_path / 'run', sweep=sweep)
   _assert_one_line_each(str(e.value).splitlines(), table)
   assert list(tmp_path.iterdir()) == [], 'a refused config wrote files'
+
+
+@pytest.mark.parametrize('case', list(REGION_CASES))
+def test_each_bad_region_value_is_one_line(case, tmp_path, script_config):
+  overrides, field, message = REGION_CASES[case]
+  if overrides['content_regions'] == 'SPECK':
+    # A white label image with a red 24 px square: a region of the label
+    # image (1.2% of it), but 0.14 of a position at block5 at 64 px.
+    from PIL import Image  # pylint: disable=import-outside-toplevel
+    speck = Image.new('RGB', (256, 192), 'white')
+    speck.paste((255, 0, 0), (100, 80, 124, 104))
+    speck.save(tmp_path / 'speck.png')
+    overrides = {**overrides, 'content_regions': tmp_path / 'speck.png'}
+  config = script_config(f'--config={DEFAULT}', *_overrides(overrides))
+  with pytest.raises(UserError) as e:
+    spec.parse(config, tmp_path / 'run')
+  (line,) = str(e.value).splitlines()
+  assert _names(line, field) and re.search(message, line), line
 
 
 # --- cli.check_config_argv in this process -------------------------------------

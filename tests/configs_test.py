@@ -24,6 +24,8 @@ EXAMPLES = [
     ('gatys_sums', 'quick'),
     ('highres', 'quick'),
     ('style_pyramid', 'quick'),
+    ('regions', 'quick'),
+    ('regions', 'photo_town,quick'),
 ]
 
 

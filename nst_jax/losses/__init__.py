@@ -9,7 +9,9 @@ The package, one concern per module:
   statistics as sums over positions, its target and its distance;
 * tiling.py: the tile grid, halo and crops of memory='tiles';
 * evaluate.py: `LossSpec`, `compute_targets` and `combined_loss`, one
-  evaluator for every term on every path and pyramid level.
+  evaluator for every term on every path and pyramid level;
+* guided_style.py: spatial control, the style loss per region of the
+  picture (`GuidedStyle`) and pixels held to the photo (`PhotoHold`).
 
 All functions are pure and jit-friendly. Feature maps are post-ReLU VGG19
 activations float32[h, w, C]; the image `x` being optimised is in VGG's Caffe
@@ -40,6 +42,8 @@ from nst_jax.losses.formulas import (feature_mean_cov, gram_matrix, halve,
                                      random_directions, resample_quantiles,
                                      sorted_projections, style_pyramid_levels,
                                      total_variation_loss)
+from nst_jax.losses.guided_style import (GuidedStyle, PhotoHold, layer_masks,
+                                         photo_target, region_targets)
 from nst_jax.losses.terms import (STYLE_TERMS, Content, Gram, MeanCov,
                                   SlicedWasserstein, Term, TotalVariation)
 from nst_jax.losses.tiling import (DEFAULT_TILE, feature_hw, tile_grid,

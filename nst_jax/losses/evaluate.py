@@ -57,7 +57,9 @@ class LossSpec:
       levels keep the large strokes, so `image_size` changes the resolution
       rather than the look (docs/defaults.md, Across sizes). See `style_pyramid_levels`.
     extra_terms: terms added to content, style and TV (terms.Term records,
-      each with its own key, weight and targets).
+      each with its own key, weight and targets); one with the key of one of
+      those three takes its place (guided_style.GuidedStyle, key 'style':
+      the style loss per region).
     precision: the VGG convolutions' arithmetic (vgg.PRECISIONS), for the
       image and the targets alike; statistics and losses are float32.
   """
@@ -98,10 +100,15 @@ class LossSpec:
 
   @property
   def terms(self) -> tuple[terms_lib.Term, ...]:
-    """The records of the loss: content, the style loss, TV, extra_terms."""
-    return (terms_lib.Content.from_spec(self),
+    """The records of the loss: content, the style loss, TV, extra_terms.
+
+    An extra term with the key of one of the first three replaces it.
+    """
+    base = (terms_lib.Content.from_spec(self),
             terms_lib.STYLE_TERMS[self.style_loss].from_spec(self),
-            terms_lib.TotalVariation.from_spec(self)) + self.extra_terms
+            terms_lib.TotalVariation.from_spec(self))
+    replaced = {term.key for term in self.extra_terms}
+    return tuple(t for t in base if t.key not in replaced) + self.extra_terms
 
   @property
   def layers(self) -> tuple[str, ...]:
