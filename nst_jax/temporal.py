@@ -10,14 +10,21 @@ With neighbours at several distances j in J (nearest first), each pixel is
 constrained by the nearest neighbour that sees it only:
 c_long_j = max(c_j - sum_{k in J, k < j} c_k, 0) (`long_term_confidences`).
 `temporal_error` is the paper's measure of flicker, for comparisons.
+`Temporal` is the loss as a term record (`losses.Term`, see
+docs/loss_terms.md) for `LossSpec(extra_terms=(Temporal(),))`: each frame's
+neighbours and confidences are its per-member targets, so the frames of a
+pass are members of one compiled program.
 
 Pure functions of arrays: jit, vmap and grad work; pixel values in [0, 1].
 """
+
+import dataclasses
 
 import jax
 import jax.numpy as jnp
 
 from nst_jax import flow as flow_lib
+from nst_jax import losses
 
 
 def temporal_loss(x: jax.Array, warped: jax.Array,
@@ -100,3 +107,27 @@ def temporal_error(frames: jax.Array, backward_flow: jax.Array,
   counted = weight > 0
   per_frame = jnp.where(counted, squared / jnp.where(counted, weight, 1.0), 0.0)
   return jnp.sum(per_frame) / jnp.sum(counted)
+
+
+@dataclasses.dataclass(frozen=True)
+class Temporal(losses.Term):
+  """The long-term temporal loss as a term of pixels (no VGG layer).
+
+  Target (`targets['temporal']`, put there by the caller, one per member):
+    {'warped': float32[J, H, W, 3], the stylised neighbours at gaps j
+     (nearest first) warped into this frame, Caffe space like x;
+     'confidence': float32[J, H, W] in [0, 1], their confidences before
+     combining (`long_term_confidences` combines them nearest-first)}.
+  A neighbour that does not exist has confidence 0.
+
+  The loss is `long_term_temporal_loss` of x and the neighbours in [0, 1]
+  pixel units (Caffe values / 255, the channel order does not matter), so
+  weights['temporal'] times it is the mean confident squared change of a
+  pixel value, the unit of `temporal_error`. It reads the pixels alone, so
+  every memory path (plain, remat, tiles) computes it alike.
+  """
+  key = 'temporal'
+
+  def loss(self, x, statistics, targets, layer_weights):
+    return long_term_temporal_loss(x / 255.0, targets['warped'] / 255.0,
+                                   targets['confidence'])

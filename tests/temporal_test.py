@@ -6,7 +6,9 @@ import numpy as np
 import pytest
 
 from nst_jax import flow
+from nst_jax import losses
 from nst_jax import temporal
+from nst_jax import vgg
 
 
 def _rng(seed=0):
@@ -106,3 +108,78 @@ def test_temporal_error_without_any_neighbour_is_nan():
   frames = jnp.zeros((1, 4, 4, 3))
   assert np.isnan(float(temporal.temporal_error(
       frames, jnp.zeros((1, 4, 4, 2)), jnp.ones((1, 4, 4)))))
+
+
+# --- The term record: on every memory path, and mapped over frames.
+
+
+def _frame_problem(random_params, memory, key):
+  """A 32 px frame's loss spec, targets, weights and two neighbours."""
+  keys = jax.random.split(key, 4)
+  content, x, style = (vgg.preprocess(jax.random.uniform(k, (32, 32, 3)))
+                       for k in keys[:3])
+  spec = losses.LossSpec(('block2_conv2',), ('block1_conv1', 'block2_conv1'),
+                         memory=memory, tile=8,
+                         extra_terms=(temporal.Temporal(),))
+  targets = losses.compute_targets(random_params, content, [style], None, spec)
+  warped = x + 20.0 * jax.random.normal(keys[3], (2, 32, 32, 3))
+  confidence = jnp.stack([jnp.ones((32, 32)).at[:16].set(0.0),
+                          jnp.ones((32, 32))])
+  targets['temporal'] = {'warped': warped, 'confidence': confidence}
+  weights = {'content': 1.0, 'style': 1e3, 'tv': 0.0, 'temporal': 50.0,
+             'content_layers': jnp.ones(1),
+             'style_layers': jnp.asarray([1.0, 2.0])}
+  return spec, targets, weights, x
+
+
+def test_temporal_term_is_the_paper_loss_in_unit_pixels(random_params):
+  spec, targets, weights, x = _frame_problem(random_params, 'plain',
+                                             jax.random.key(3))
+  _, terms = losses.combined_loss(x, random_params, targets, weights, spec)
+  # Frame 1 (gap 2) counts only where frame 0 (gap 1) has no confidence.
+  diff = (np.asarray(x)[None] - np.asarray(targets['temporal']['warped'])) / 255
+  mask = np.zeros((2, 32, 32))
+  mask[0, 16:] = 1.0
+  mask[1, :16] = 1.0
+  want = 50.0 * np.sum(mask[..., None] * diff ** 2) / x.size
+  np.testing.assert_allclose(terms['temporal'], want, rtol=1e-5)
+  assert float(terms['total']) > float(terms['temporal']) > 0
+
+
+def test_temporal_term_is_exact_on_every_memory_path(random_params):
+  results = {}
+  for memory in losses.MEMORY_PATHS:
+    spec, targets, weights, x = _frame_problem(random_params, memory,
+                                               jax.random.key(4))
+    results[memory] = jax.jit(jax.value_and_grad(
+        lambda y, s=spec, t=targets: losses.combined_loss(
+            y, random_params, t, weights, s), has_aux=True))(x)
+  (_, plain), plain_grad = results['plain']
+  assert float(plain['temporal']) > 0
+  scale = float(jnp.max(jnp.abs(plain_grad)))
+  for memory in ('remat', 'tiles'):
+    (_, got), grad = results[memory]
+    for name in ('content', 'style', 'temporal', 'total'):
+      np.testing.assert_allclose(got[name], plain[name], rtol=1e-5)
+    np.testing.assert_allclose(grad / scale, plain_grad / scale, atol=1e-5)
+
+
+def test_temporal_term_maps_over_frames_with_their_own_neighbours(
+    random_params):
+  frames = [_frame_problem(random_params, 'plain', jax.random.key(k))
+            for k in (5, 6)]
+  spec, weights = frames[0][0], frames[0][2]
+  stack = lambda *leaves: jnp.stack(leaves)
+  per_frame = jax.tree.map(stack, *[f[1]['temporal'] for f in frames])
+  shared = {k: v for k, v in frames[0][1].items() if k != 'temporal'}
+  xs = jnp.stack([f[3] for f in frames])
+  mapped = jax.jit(jax.vmap(lambda x, t: losses.combined_loss(
+      x, random_params, {**shared, 'temporal': t}, weights, spec)[1]))(
+          xs, per_frame)
+  for i, f in enumerate(frames):
+    _, one = losses.combined_loss(f[3], random_params,
+                                  {**shared, 'temporal': f[1]['temporal']},
+                                  weights, spec)
+    np.testing.assert_allclose(mapped['temporal'][i], one['temporal'],
+                               rtol=1e-5)
+  assert abs(float(mapped['temporal'][0] - mapped['temporal'][1])) > 1e-3
