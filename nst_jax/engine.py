@@ -60,6 +60,10 @@ from nst_jax.programs import host, put
 from nst_jax.signals import Interrupted
 
 Log = Callable[[str], Any]
+# member_inputs(members, (H, W)) -> (start RGB float32[M, H, W, 3] in [0, 1]
+# or None for config.init, {key: per-member targets, leading axis M}).
+MemberInputs = Callable[[Sequence[spec_lib.Member], tuple[int, int]],
+                        tuple[Any, dict]]
 STATUS = {optimize.RUNNING: 'finished', optimize.CONVERGED: 'converged',
           optimize.LINESEARCH_FAILED: 'converged',
           optimize.NONFINITE: 'diverged'}
@@ -116,18 +120,24 @@ class _Run:
   """What one `run` call threads through its loops: the spec, the log, the
   rows written so far, the finished members and the compiled programs."""
 
-  def __init__(self, spec: spec_lib.RunSpec, log: Log, metadata: dict):
+  def __init__(self, spec: spec_lib.RunSpec, log: Log, metadata: dict,
+               member_inputs: MemberInputs | None = None,
+               programs_cache: dict | None = None):
     self.spec, self.log, self.metadata = spec, log, metadata  # PNG text chunks
+    self.member_inputs = member_inputs
     self.writer = jax.process_index() == 0 and spec.workdir is not None
     self.rows: list[dict] = []  # losses.jsonl
     self.done: dict[int, dict] = {}  # results.jsonl rows by member
     self.traces: collections.Counter = collections.Counter()
     self.last_save = (time.perf_counter(), 0.0)  # (when, seconds it took)
-    # By (members per call, loss spec): scales of one path share programs.
-    self.programs: dict[tuple, tuple] = {}
+    # By (members per call, loss spec): scales of one path share programs
+    # (and runs that pass one `programs_cache`, e.g. a video's frames).
+    self.programs: dict[tuple, tuple] = (
+        {} if programs_cache is None else programs_cache)
 
   def compiled(self, mesh: Mesh, num_members: int, scale: int) -> tuple:
-    key = (num_members, self.spec.scale_loss_specs[scale])
+    key = (num_members, self.spec.scale_loss_specs[scale],
+           self.spec.optimizer_spec, self.spec.batch, tuple(mesh.devices.flat))
     if key not in self.programs:
       self.programs[key] = programs.compiled_programs(
           key[1], self.spec.optimizer_spec, mesh, num_members, self.traces,
@@ -156,8 +166,16 @@ class _Run:
       self.last_save = (time.perf_counter(), time.perf_counter() - now)
 
 
-def run(spec: spec_lib.RunSpec, log: Log = print) -> dict[str, Any]:
+def run(spec: spec_lib.RunSpec, log: Log = print, *,
+        member_inputs: MemberInputs | None = None,
+        programs_cache: dict | None = None) -> dict[str, Any]:
   """Makes every member of `spec`; writes everything under `spec.workdir`.
+
+  `member_inputs` gives each call's members their start images (at the
+  first scale; None: config.init) and extra per-member targets (e.g. the
+  temporal term's, `nst_jax.video`), at each scale's size; it must give the
+  same on a resumed run. `programs_cache` (a dict kept by the caller) reuses
+  compiled programs across runs of the same loss, optimiser and batch.
 
   Returns:
     {'workdir': Path, 'members': [per member: 'member', 'file' (Path),
@@ -186,7 +204,7 @@ def run(spec: spec_lib.RunSpec, log: Log = print) -> dict[str, Any]:
   calls = calls_of(spec, len(devices))
   versions = records.library_versions()
   r = _Run(spec, log, {m.index: records.png_metadata(m.config, sha, versions)
-                       for m in spec.members})
+                       for m in spec.members}, member_inputs, programs_cache)
   state_path = spec.workdir and spec.workdir / run_state.STATE_FILE
   first_call, first_scale = 0, 0
   if spec.resume:
@@ -251,8 +269,12 @@ def _optimise_call(r: _Run, members: Sequence[spec_lib.Member], call_index: int,
     if num_scales > 1:
       h, w = members[0].scale_hws[scale]
       r.log(f'scale {scale + 1}/{num_scales}: {w}x{h} px')
-    problem = problem_lib.build_problem(spec, members, scale, params, r.log,
-                                        start_rgb=previous)
+    start, extra_targets = (r.member_inputs(members, members[0].scale_hws[
+        scale]) if r.member_inputs else (None, {}))
+    problem = problem_lib.build_problem(
+        spec, members, scale, params, r.log,
+        start_rgb=previous if previous is not None else start,
+        extra_targets=extra_targets)
     init_fn, chunk_fn, terms_fn = r.compiled(mesh, len(members), scale)
     args = (jax.tree.map(lambda v: put(v, replicated), problem.params),
             jax.tree.map(lambda v: put(v, replicated), problem.shared),

@@ -191,3 +191,52 @@ def pan_zoom_clip(background: np.ndarray, sprite: np.ndarray, *,
     frame[inside] = _sample(sprite_image, u[inside], v[inside])
     clip.frames[t] = frame
   return clip
+
+
+def write_test_clip(folder: str, *, size: int = 256, frames: int = 24) -> str:
+  """Writes the standard test clip as PNG frames into `folder`; returns it.
+
+  Tubingen panned by (2, 0.5) px and zoomed 0.5% per frame, a 64x85 px crop
+  of chelsea (the cat's eye; sizes for size = 256) sliding (3, 1) px per
+  frame over it; motions scale with `size`, the frames' long side (4:3
+  landscape). Frames already there with the same size and count are kept.
+
+  Args:
+    folder: where frame_00000.png ... go (`video_io.frame_path`).
+    size: the frames' width in px (height 3/4 of it), >= 16.
+    frames: how many, 1 to 48.
+  """
+  # pylint: disable=import-outside-toplevel  # image I/O only when writing.
+  from pathlib import Path
+  from nst_jax import image
+  from nst_jax import video_io
+  if size < 16 or not 1 <= frames <= 48:
+    raise ValueError(f'size >= 16 and 1 <= frames <= 48, got {size}, {frames}')
+  hw = (size * 3 // 4, size)
+  paths = [video_io.frame_path(folder, t) for t in range(frames)]
+  if all(p.is_file() for p in paths) and not video_io.frame_path(
+      folder, frames).exists() and image.read_image_size(paths[0]) == hw:
+    return str(Path(folder))
+  k = size / 256
+  photo = image.load_image(image.resolve_image('tubingen'), 2 * size)
+  cat = image.load_image(image.resolve_image('chelsea'), 2 * size)
+  ch, cw = cat.shape[:2]
+  sprite = cat[int(0.06 * ch):int(0.56 * ch), int(0.18 * cw):int(0.62 * cw)]
+  clip = pan_zoom_clip(photo, sprite, hw=hw, frames=frames,
+                       pan=(2.0 * k, 0.5 * k), zoom=1.005,
+                       sprite_hw=(max(1, round(64 * k)), max(1, round(85 * k))),
+                       sprite_corner=(hw[1] / 8, hw[0] / 4),
+                       sprite_velocity=(3.0 * k, 1.0 * k))
+  video_io.write_frames(folder, clip.frames)
+  return str(Path(folder))
+
+
+if __name__ == '__main__':
+  import argparse  # pylint: disable=g-import-not-at-top
+  parser = argparse.ArgumentParser(
+      description='Writes the test clip (configs/video.py) as PNG frames.')
+  parser.add_argument('--out', default='outputs/clip', help='the folder')
+  parser.add_argument('--size', type=int, default=256, help='width, px')
+  parser.add_argument('--frames', type=int, default=24, help='frame count')
+  args = parser.parse_args()
+  print(write_test_clip(args.out, size=args.size, frames=args.frames))
