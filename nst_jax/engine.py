@@ -152,8 +152,13 @@ class _Run:
     if self.writer:
       image_lib.save_png(path, image, self.metadata[member.index])
 
-  def save(self, state, call: int, scale: int, force: bool = False) -> None:
-    """Saves the resumable state unless saving would cost > 5% of the time."""
+  def save(self, state, call: int, scale: int, force: bool = False,
+           between_calls: bool = False) -> None:
+    """Saves the resumable state unless saving would cost > 5% of the time.
+
+    `between_calls`: `call` has not started; `state` is the finished call's,
+    kept for the file's format but not loaded on resuming.
+    """
     if self.spec.workdir is None:
       return
     now = time.perf_counter()
@@ -161,7 +166,8 @@ class _Run:
     if force or now - when >= 20 * took:
       run_state.save_state(
           self.spec.workdir / run_state.STATE_FILE, state,
-          {'call': call, 'scale': scale, 'rows': self.rows,
+          {'call': call, 'scale': scale, 'between_calls': between_calls,
+           'rows': self.rows,
            'done': {str(k): v for k, v in self.done.items()}})
       self.last_save = (time.perf_counter(), time.perf_counter() - now)
 
@@ -209,7 +215,10 @@ def run(spec: spec_lib.RunSpec, log: Log = print, *,
   first_call, first_scale = 0, 0
   if spec.resume:
     meta = run_state.read_state_meta(state_path)
-    first_call, first_scale = meta['call'], meta['scale']
+    # A state saved between calls is the finished call's: the next one
+    # starts afresh (resume_scale None loads nothing).
+    first_call = meta['call']
+    first_scale = None if meta.get('between_calls') else meta['scale']
     r.rows, r.done = meta['rows'], {int(k): v for k, v in meta['done'].items()}
   elif r.writer:
     (spec.workdir / 'snapshots').mkdir(parents=True, exist_ok=True)
@@ -229,7 +238,8 @@ def run(spec: spec_lib.RunSpec, log: Log = print, *,
           r, members, call_index, params, mesh, stop, resume_scale)
       sharding = state.x.sharding
       _finish_call(r, members, state, problem, diverged, scale)
-      r.save(state, call_index + 1, 0, force=call_index + 1 < len(calls))
+      r.save(state, call_index + 1, 0, force=call_index + 1 < len(calls),
+             between_calls=True)
 
   rows = [r.done[m.index] for m in spec.members]
   sheet = None

@@ -385,3 +385,63 @@ def _multipass(clip: _Clip, t0: float) -> list[np.ndarray]:
     clip.log(_eta_line(clip, sum(costs[:p]), sum(costs), t0,
                        f'pass {p}/{vspec.passes}'))
   return results
+
+
+# The clip made three ways by `compare_modes`: config.video overrides.
+COMPARED_MODES = {'independent': {'mode': 'multipass', 'passes': 1},
+                  'sequential': {'mode': 'sequential'},
+                  'multipass': {'mode': 'multipass'}}
+
+
+def compare_modes(config: ml_collections.ConfigDict,
+                  workdir: str | os.PathLike | None = None, log: Log = print
+                  ) -> list[dict[str, Any]]:
+  """Makes the clip as independent frames, sequentially and in multipass.
+
+  Each in workdir/<mode> (`run`; 'independent' is one pass without the
+  temporal loss: every frame a single-image run). Measured per mode:
+  temporal_error (`temporal.temporal_error` along the input's flow, j = 1:
+  the paper's flicker measure, in [0, 1] pixel values squared), structure and
+  style (`compare.measure` of each frame against its input frame and the
+  painting, averaged over the frames), their ratios to 'independent', and
+  engine seconds per frame. Writes workdir/compare_video.jsonl.
+  """
+  from nst_jax import compare  # pylint: disable=import-outside-toplevel
+  from nst_jax import weights as weights_lib  # pylint: disable=import-outside-toplevel
+  spec_lib.parse_video(config)
+  workdir = Path(workdir or spec_lib.default_workdir(config))
+  params, _ = weights_lib.load_vgg19_params(config.weights or None, log=log)
+  rows = []
+  for name, overrides in COMPARED_MODES.items():
+    variant = ml_collections.ConfigDict(config.to_dict())
+    variant.video.update(overrides)
+    result = run(variant, workdir / name, log)
+    frames = np.stack([image_lib.load_image(p) for p in result['frames']])
+    inputs, clip_flow = result['inputs'], result['flow']
+    hw = inputs.shape[1:3]
+    painting = image_lib.load_image(
+        image_lib.resolve_image(spec_lib.split_list(config.style)[0]),
+        spec_lib.style_long_side(config.style_scale, hw))
+    measures = [compare.measure(params, [f], x, painting)[0]
+                for f, x in zip(frames, inputs)]
+    rows.append({
+        'mode': name, 'frames': len(frames),
+        'temporal_error': float(temporal.temporal_error(
+            frames, clip_flow.backward[0], clip_flow.backward_confidence[0])),
+        'structure': float(np.mean([m['structure'] for m in measures])),
+        'style': float(np.mean([m['style'] for m in measures])),
+        'seconds_per_frame': result['seconds'] / len(frames)})
+  base = rows[0]
+  for row in rows:
+    for key in ('temporal_error', 'structure', 'style', 'seconds_per_frame'):
+      row[f'{key}_vs_independent'] = row[key] / base[key]
+  files.atomic_write_text(workdir / 'compare_video.jsonl', ''.join(
+      json.dumps(row) + '\n' for row in rows))
+  log(f'{"mode":12s} {"temporal err":>12s} {"x indep":>8s} {"structure":>9s} '
+      f'{"style":>7s} {"s/frame":>8s}')
+  for row in rows:
+    log(f'{row["mode"]:12s} {row["temporal_error"]:12.3g} '
+        f'{row["temporal_error_vs_independent"]:8.3f} {row["structure"]:9.4f} '
+        f'{row["style"]:7.4f} {row["seconds_per_frame"]:8.2f}')
+  log(f'wrote {workdir / "compare_video.jsonl"}')
+  return rows
