@@ -103,6 +103,15 @@ def test_a_missing_library_names_the_extra(clip_folder, monkeypatch, module):
   assert "install the video extra: pip install -e '.[video]'" in line
 
 
+def test_the_script_reports_each_problem_on_one_line(clip_folder, run_script,
+                                                    user_error):
+  done = run_script('video.py', '--config=configs/video.py',
+                    f'--config.video.input={clip_folder}',
+                    '--config.video.mode=both', '--config.video.output=x.avi',
+                    check=False)
+  user_error(done, "config.video.mode='both'", 'x.avi', lines=2)
+
+
 # --- The driver.
 
 
