@@ -118,7 +118,10 @@ class Temporal(losses.Term):
      (nearest first) warped into this frame, Caffe space like x;
      'confidence': float32[J, H, W] in [0, 1], their confidences before
      combining (`long_term_confidences` combines them nearest-first)}.
-  A neighbour that does not exist has confidence 0.
+  A neighbour that does not exist has confidence 0. With `sides` = 2 the J
+  entries are S J: the neighbours before the frame (nearest first), then
+  those after it, each side combined nearest-first on its own and the two
+  sides' losses added.
 
   The loss is `long_term_temporal_loss` of x and the neighbours in [0, 1]
   pixel units (Caffe values / 255, the channel order does not matter), so
@@ -126,8 +129,12 @@ class Temporal(losses.Term):
   pixel value, the unit of `temporal_error`. It reads the pixels alone, so
   every memory path (plain, remat, tiles) computes it alike.
   """
+  sides: int = 1
+
   key = 'temporal'
 
   def loss(self, x, statistics, targets, layer_weights):
-    return long_term_temporal_loss(x / 255.0, targets['warped'] / 255.0,
-                                   targets['confidence'])
+    warped = jnp.split(targets['warped'] / 255.0, self.sides)
+    confidence = jnp.split(targets['confidence'], self.sides)
+    return sum(long_term_temporal_loss(x / 255.0, w, c)
+               for w, c in zip(warped, confidence))

@@ -17,7 +17,12 @@ member's own:
   (b = config.video.blend, c the neighbour's confidence), with d = +1 on odd
   passes and -1 on even ones (the direction alternates), and from pass
   config.video.temporal_from_pass on adds the temporal loss towards the
-  neighbours t - d j, j in config.video.gaps, of the last pass.
+  last pass's neighbours t - j and t + j, j in config.video.gaps (each side
+  nearest-first). Both sides, not the paper's one: the paper's passes run
+  frame after frame, so a frame sees its neighbour's result of the same
+  pass; here a pass's frames are optimised at once and see the last pass's,
+  and a pull towards one side only moves frame-to-frame differences along
+  the clip rather than damping them (measured: docs/video.md).
 * 'sequential': frame t starts from frame t - 1's result warped into it and
   has the temporal loss towards frames t - j; frame 0 runs like a single
   image.
@@ -95,9 +100,12 @@ def _copy(source: Path, target: Path) -> None:
   files.atomic_write(target, lambda f: f.write(source.read_bytes()))
 
 
-def _with_temporal(spec: spec_lib.RunSpec, weight: float) -> spec_lib.RunSpec:
-  """`spec` with the temporal term in its loss, weighted `weight` per member."""
-  add = lambda s: dataclasses.replace(s, extra_terms=(temporal.Temporal(),))
+def _with_temporal(spec: spec_lib.RunSpec, weight: float, sides: int
+                   ) -> spec_lib.RunSpec:
+  """`spec` with the temporal term (neighbours on `sides` sides) in its loss,
+  weighted `weight` per member."""
+  add = lambda s: dataclasses.replace(
+      s, extra_terms=(temporal.Temporal(sides=sides),))
   return dataclasses.replace(
       spec, loss_spec=add(spec.loss_spec),
       scale_loss_specs=tuple(add(s) for s in spec.scale_loss_specs),
@@ -166,7 +174,7 @@ class _Clip:
       start = None if firsts[0] is None else np.stack(
           [resize(s, hw + (3,)) for s in firsts])
       warped, confidence = zip(*(targets(t) for t in ts))
-      j = len(self.vspec.gaps)
+      j = len(warped[0])
       return start, {'temporal': {
           'warped': np.stack([resize(w, (j,) + hw + (3,)) for w in warped]),
           'confidence': np.stack([resize(c, (j,) + hw) for c in confidence])}}
@@ -191,7 +199,8 @@ class _Clip:
     else:  # never started, or killed before its first saved chunk
       shutil.rmtree(unit, ignore_errors=True)
       spec = spec_lib.parse(config, unit, sweep=True)
-    spec = _with_temporal(spec, self.vspec.temporal_weight)
+    spec = _with_temporal(spec, self.vspec.temporal_weight,
+                          2 if self.vspec.mode == 'multipass' else 1)
     t0 = time.perf_counter()
     try:
       result = engine.run(spec, lambda line: self.log(f'[{what}] {line}'),
@@ -368,13 +377,14 @@ def _multipass(clip: _Clip, t0: float) -> list[np.ndarray]:
           neighbour = np.asarray(vgg.deprocess(jnp.asarray(warped[0])))
           return (1.0 - c) * previous[t] + c * neighbour
       if previous is None or p < vspec.temporal_from_pass:
-        j = len(vspec.gaps)
+        j = 2 * len(vspec.gaps)
         targets = lambda t: (
             np.zeros((j,) + clip.frames.shape[1:], np.float32),
             np.zeros((j,) + clip.frames.shape[1:3], np.float32))
       else:
-        targets = lambda t, previous=previous, direction=direction: \
-            clip.neighbours(previous, t, direction)
+        def targets(t, previous=previous):
+          sides = [clip.neighbours(previous, t, d) for d in (1, -1)]
+          return tuple(np.concatenate(parts) for parts in zip(*sides))
       pngs = clip.run_unit(f'pass_{p}', clip.base if p == 1 else later,
                            str(clip.workdir / 'input'),
                            clip.member_inputs(starts, targets),

@@ -183,3 +183,18 @@ def test_temporal_term_maps_over_frames_with_their_own_neighbours(
     np.testing.assert_allclose(mapped['temporal'][i], one['temporal'],
                                rtol=1e-5)
   assert abs(float(mapped['temporal'][0] - mapped['temporal'][1])) > 1e-3
+
+
+def test_two_sided_temporal_term_adds_each_sides_long_term_loss(
+    random_params):
+  spec, targets, weights, x = _frame_problem(random_params, 'plain',
+                                             jax.random.key(8))
+  one_side = targets['temporal']
+  flipped = {'warped': one_side['warped'][::-1],
+             'confidence': one_side['confidence'][::-1]}
+  both = {k: jnp.concatenate([one_side[k], flipped[k]]) for k in one_side}
+  term = lambda t, sides: temporal.Temporal(sides=sides).loss(x, {}, t, None)
+  np.testing.assert_allclose(term(both, 2),
+                             term(one_side, 1) + term(flipped, 1), rtol=1e-6)
+  # Each side combines nearest-first on its own: not one chain of four.
+  assert abs(float(term(both, 2) - term(both, 1))) > 1e-6
