@@ -444,7 +444,8 @@ def compare_modes(config: ml_collections.ConfigDict,
   base = rows[0]
   for row in rows:
     for key in ('temporal_error', 'structure', 'style', 'seconds_per_frame'):
-      row[f'{key}_vs_independent'] = row[key] / base[key]
+      row[f'{key}_vs_independent'] = (row[key] / base[key] if base[key]
+                                      else float('nan'))
   files.atomic_write_text(workdir / 'compare_video.jsonl', ''.join(
       json.dumps(row) + '\n' for row in rows))
   log(f'{"mode":12s} {"temporal err":>12s} {"x indep":>8s} {"structure":>9s} '
