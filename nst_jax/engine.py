@@ -65,6 +65,10 @@ from nst_jax.programs import host, put
 from nst_jax.signals import Interrupted
 
 Log = Callable[[str], Any]
+# member_inputs(members, (H, W)) -> (start RGB float32[M, H, W, 3] in [0, 1]
+# or None for config.init, {key: per-member targets, leading axis M}).
+MemberInputs = Callable[[Sequence[spec_lib.Member], tuple[int, int]],
+                        tuple[Any, dict]]
 STATUS = {optimize.RUNNING: 'finished', optimize.CONVERGED: 'converged',
           optimize.LINESEARCH_FAILED: 'converged',
           optimize.NONFINITE: 'diverged'}
@@ -121,19 +125,25 @@ class _Run:
   """What one `run` call threads through its loops: the spec, the log, the
   rows written so far, the finished members and the compiled programs."""
 
-  def __init__(self, spec: spec_lib.RunSpec, log: Log, metadata: dict):
+  def __init__(self, spec: spec_lib.RunSpec, log: Log, metadata: dict,
+               member_inputs: MemberInputs | None = None,
+               programs_cache: dict | None = None):
     self.spec, self.log, self.metadata = spec, log, metadata  # PNG text chunks
+    self.member_inputs = member_inputs
     self.writer = jax.process_index() == 0 and spec.workdir is not None
     self.rows: list[dict] = []  # losses.jsonl
     self.done: dict[int, dict] = {}  # results.jsonl rows by member
     self.traces: collections.Counter = collections.Counter()
     self.last_save = (time.perf_counter(), 0.0)  # (when, seconds it took)
     self.claim = workdir_lib.Claim(spec.workdir, None, kept=True)  # see run
-    # By (members per call, loss spec): scales of one path share programs.
-    self.programs: dict[tuple, tuple] = {}
+    # By (members per call, loss spec): scales of one path share programs
+    # (and runs that pass one `programs_cache`, e.g. a video's frames).
+    self.programs: dict[tuple, tuple] = (
+        {} if programs_cache is None else programs_cache)
 
   def compiled(self, mesh: Mesh, num_members: int, scale: int) -> tuple:
-    key = (num_members, self.spec.scale_loss_specs[scale])
+    key = (num_members, self.spec.scale_loss_specs[scale],
+           self.spec.optimizer_spec, self.spec.batch, tuple(mesh.devices.flat))
     if key not in self.programs:
       self.programs[key] = programs.compiled_programs(
           key[1], self.spec.optimizer_spec, mesh, num_members, self.traces,
@@ -150,8 +160,13 @@ class _Run:
       with phases.phase('writing'):
         image_lib.save_png(path, image, self.metadata[member.index])
 
-  def save(self, state, call: int, scale: int, force: bool = False) -> None:
-    """Saves the resumable state unless saving would cost > 5% of the time."""
+  def save(self, state, call: int, scale: int, force: bool = False,
+           between_calls: bool = False) -> None:
+    """Saves the resumable state unless saving would cost > 5% of the time.
+
+    `between_calls`: `call` has not started; `state` is the finished call's,
+    kept for the file's format but not loaded on resuming.
+    """
     if self.spec.workdir is None:
       return
     now = time.perf_counter()
@@ -160,14 +175,23 @@ class _Run:
       with phases.phase('writing'):
         run_state.save_state(
           self.spec.workdir / run_state.STATE_FILE, state,
-            {'call': call, 'scale': scale, 'rows': self.rows,
+            {'call': call, 'scale': scale, 'between_calls': between_calls,
+             'rows': self.rows,
              'done': {str(k): v for k, v in self.done.items()}})
       self.claim.kept = True
       self.last_save = (time.perf_counter(), time.perf_counter() - now)
 
 
-def run(spec: spec_lib.RunSpec, log: Log = print) -> dict[str, Any]:
+def run(spec: spec_lib.RunSpec, log: Log = print, *,
+        member_inputs: MemberInputs | None = None,
+        programs_cache: dict | None = None) -> dict[str, Any]:
   """Makes every member of `spec`; writes everything under `spec.workdir`.
+
+  `member_inputs` gives each call's members their start images (at the
+  first scale; None: config.init) and extra per-member targets (e.g. the
+  temporal term's, `nst_jax.video`), at each scale's size; it must give the
+  same on a resumed run. `programs_cache` (a dict kept by the caller) reuses
+  compiled programs across runs of the same loss, optimiser and batch.
 
   Returns:
     {'workdir': Path, 'members': [per member: 'member', 'file' (Path),
@@ -202,7 +226,7 @@ def run(spec: spec_lib.RunSpec, log: Log = print) -> dict[str, Any]:
   calls = calls_of(spec, len(devices))
   versions = records.library_versions()
   r = _Run(spec, log, {m.index: records.png_metadata(m.config, sha, versions)
-                       for m in spec.members})
+                       for m in spec.members}, member_inputs, programs_cache)
   for line in progress.upscale_warnings(spec):
     log(line)
   claim = workdir_lib.claim(spec.workdir, resume=spec.resume) if r.writer \
@@ -212,7 +236,10 @@ def run(spec: spec_lib.RunSpec, log: Log = print) -> dict[str, Any]:
     first_call, first_scale = 0, 0
     if spec.resume:
       meta = run_state.read_state_meta(state_path)
-      first_call, first_scale = meta['call'], meta['scale']
+      # A state saved between calls is the finished call's: the next one
+      # starts afresh (resume_scale None loads nothing).
+      first_call = meta['call']
+      first_scale = None if meta.get('between_calls') else meta['scale']
       r.rows = meta['rows']
       r.done = {int(k): v for k, v in meta['done'].items()}
     elif r.writer:
@@ -236,7 +263,8 @@ def run(spec: spec_lib.RunSpec, log: Log = print) -> dict[str, Any]:
             r, members, call_index, params, mesh, stop, resume_scale)
         sharding = state.x.sharding
         _finish_call(r, members, state, problem, diverged, scale)
-        r.save(state, call_index + 1, 0, force=call_index + 1 < len(calls))
+        r.save(state, call_index + 1, 0, force=call_index + 1 < len(calls),
+               between_calls=True)
         if stop.signal_name and call_index + 1 < len(calls):
           # The next call would run a whole chunk before it could stop.
           raise Interrupted(
@@ -298,8 +326,12 @@ def _optimise_call(r: _Run, members: Sequence[spec_lib.Member], call_index: int,
       h, w = members[0].scale_hws[scale]
       r.log(f'scale {scale + 1}/{num_scales}: {w}x{h} px')
     with phases.phase('images'):  # and, inside, 'targets'
-      problem = problem_lib.build_problem(spec, members, scale, params, r.log,
-                                          start_rgb=previous)
+      start, extra_targets = (r.member_inputs(members, members[0].scale_hws[
+          scale]) if r.member_inputs else (None, {}))
+      problem = problem_lib.build_problem(
+          spec, members, scale, params, r.log,
+          start_rgb=previous if previous is not None else start,
+          extra_targets=extra_targets)
     init_fn, chunk_fn, terms_fn = r.compiled(mesh, len(members), scale)
     args = (jax.tree.map(lambda v: put(v, replicated), problem.params),
             jax.tree.map(lambda v: put(v, replicated), problem.shared),

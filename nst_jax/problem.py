@@ -130,7 +130,8 @@ def _region_targets(plan: regions.Plan, params: dict,
 
 def build_problem(spec: spec_lib.RunSpec, members: Sequence[spec_lib.Member],
                   scale: int, params: dict, log: Log = print,
-                  start_rgb: jax.Array | None = None) -> Problem:
+                  start_rgb: jax.Array | None = None,
+                  extra_targets: dict | None = None) -> Problem:
   """Loads the images of `members` at scale index `scale` and their targets.
 
   Args:
@@ -142,6 +143,8 @@ def build_problem(spec: spec_lib.RunSpec, members: Sequence[spec_lib.Member],
     start_rgb: RGB float32[M, h, w, 3] in [0, 1] to start from instead of
       config.init, resized to this scale (coarse-to-fine passes the last
       scale's results).
+    extra_targets: more per-member targets {key: leaves float32[M, ...]}
+      for the loss spec's extra terms (e.g. 'temporal').
   """
   hw = members[0].scale_hws[scale]
   style_rgbs = [jnp.asarray(image_lib.load_image(
@@ -204,6 +207,7 @@ def build_problem(spec: spec_lib.RunSpec, members: Sequence[spec_lib.Member],
       shared[part] = targets[keys[0]][part]
     else:
       per_member[part] = _stack([targets[k][part] for k in keys])
+  per_member.update(extra_targets or {})
 
   starts = []
   for i, m in enumerate(members):

@@ -33,8 +33,9 @@ def test_every_example_config_is_listed():
   listed = {name for name, _ in EXAMPLES}
   files = {p.stem for p in CONFIGS.glob('*.py')}
   # default: the field reference; from_file: loads saved runs; starry_sweep:
-  # run by tests/sweep_test.py.
-  assert files - listed == {'__init__', 'default', 'from_file', 'starry_sweep'}
+  # run by tests/sweep_test.py; video: run by tests/video_test.py.
+  assert files - listed == {'__init__', 'default', 'from_file', 'starry_sweep',
+                            'video'}
 
 
 @pytest.mark.parametrize('name,variant', EXAMPLES)

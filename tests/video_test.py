@@ -1,0 +1,181 @@
+"""Tests for scripts/video.py's pieces: config.video's checks and the driver.
+
+Everything here needs the video extra (PyAV and OpenCV) and skips without
+it. The runs are tiny (48x36 px, 4 frames, a few iterations, the real VGG19
+weights) and check what a video artist relies on: the outputs (frames,
+video at the input's rate, strip), both modes, and that a clip stopped by
+Ctrl-C or killed mid-pass continues to the same pixels.
+"""
+
+import importlib.util
+import os
+import signal
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from configs import video as video_config
+from nst_jax import spec
+from nst_jax import testclips
+from nst_jax import video
+from nst_jax import video_io
+from nst_jax.errors import UserError
+from nst_jax.signals import Interrupted
+
+pytestmark = pytest.mark.skipif(
+    importlib.util.find_spec('av') is None
+    or importlib.util.find_spec('cv2') is None,
+    reason="the video extra is not installed (pip install -e '.[video]')")
+
+
+@pytest.fixture(scope='module')
+def clip_folder(tmp_path_factory):
+  return testclips.write_test_clip(
+      str(tmp_path_factory.mktemp('clip') / 'frames'), size=48, frames=4)
+
+
+def _config(clip_folder, **video_fields):
+  config = video_config.get_config('quick')
+  config.video.input = clip_folder
+  config.max_iterations, config.snapshot_every = 4, 2
+  config.video.passes, config.video.later_iterations = 2, 2
+  config.video.update(video_fields)
+  return config
+
+
+# --- config.video: one line per problem.
+
+
+def _problems(config) -> list[str]:
+  with pytest.raises(UserError) as e:
+    spec.parse_video(config)
+  return str(e.value).splitlines()
+
+
+def test_parse_video_reads_the_selection(clip_folder):
+  vspec = spec.parse_video(_config(clip_folder, start=1, every=2))
+  assert list(vspec.indices) == [1, 3]
+  assert vspec.gaps == (1, 2) and vspec.info.frame_count == 4
+
+
+@pytest.mark.parametrize('fields, message', [
+    ({'mode': 'parallel'}, r"config.video.mode='parallel': choose one of"),
+    ({'gaps': '2,1'}, r"config.video.gaps='2,1': give distinct"),
+    ({'temporal_from_pass': 1}, r'temporal_from_pass=1 must be >= 2'),
+    ({'output': 'out.avi'}, r'the .avi format is not supported'),
+    ({'start': 4}, r'config.video.start=4 is past the end of the clip'),
+    ({'frames': 3, 'start': 2}, r'needs frame 4, but the clip has frames 0 '
+     r'to 3'),
+])
+def test_a_bad_video_field_is_one_line(clip_folder, fields, message):
+  (line,) = _problems(_config(clip_folder, **fields))
+  assert __import__('re').search(message, line), line
+
+
+def test_bad_inputs_are_one_line_each(clip_folder, tmp_path):
+  broken = tmp_path / 'broken.mp4'
+  broken.write_bytes(b'not a video at all')
+  (line,) = _problems(_config(clip_folder, input=str(broken)))
+  assert 'is not a video ffmpeg can read' in line
+  empty = tmp_path / 'empty'
+  empty.mkdir()
+  (line,) = _problems(_config(clip_folder, input=str(empty)))
+  assert 'holds no frames' in line
+  mixed = tmp_path / 'mixed'
+  mixed.mkdir()
+  Image.new('RGB', (48, 36)).save(mixed / 'a1.png')
+  Image.new('RGB', (40, 36)).save(mixed / 'a2.png')
+  (line,) = _problems(_config(clip_folder, input=str(mixed)))
+  assert 'must have one size' in line
+  (line,) = _problems(_config(clip_folder, input=str(tmp_path / 'none.mp4')))
+  assert 'video input not found' in line
+  config = _config(clip_folder, colour=1)
+  config.sweep.style_weight = '1,2'
+  assert len(_problems(config)) == 2  # an unknown field and a sweep
+
+
+@pytest.mark.parametrize('module', ['av', 'cv2'])
+def test_a_missing_library_names_the_extra(clip_folder, monkeypatch, module):
+  monkeypatch.setitem(sys.modules, module, None)  # import raises ImportError
+  (line,) = _problems(_config(clip_folder))
+  assert "install the video extra: pip install -e '.[video]'" in line
+
+
+def test_the_script_reports_each_problem_on_one_line(clip_folder, run_script,
+                                                    user_error):
+  done = run_script('video.py', '--config=configs/video.py',
+                    f'--config.video.input={clip_folder}',
+                    '--config.video.mode=both', '--config.video.output=x.avi',
+                    check=False)
+  user_error(done, "config.video.mode='both'", 'x.avi', lines=2)
+
+
+# --- The driver.
+
+
+def _pixels(result) -> list[bytes]:
+  # The PNGs' text chunks name their workdir: compare the pixels.
+  return [np.asarray(Image.open(p)).tobytes() for p in result['frames']]
+
+
+@pytest.mark.slow
+def test_multipass_writes_frames_video_strip_and_steadies_frames(
+    clip_folder, tmp_path):
+  result = video.run(_config(clip_folder, output='clip.webm'),
+                     tmp_path / 'v', log=lambda _: None)
+  assert len(result['frames']) == 4
+  assert Image.open(result['frames'][0]).size == (48, 36)
+  info = video_io.probe(result['video'])
+  assert info.frame_count == 4 and info.fps == video_io.FOLDER_FPS
+  assert Image.open(result['strip']).size[1] == 36
+  # Pass 2 moved towards the warped neighbours: every frame changed.
+  passes = [[np.asarray(Image.open(video_io.frame_path(
+      tmp_path / 'v' / 'passes' / f'pass_{p}', t)), np.float32)
+             for t in range(4)] for p in (1, 2)]
+  assert all(np.abs(a - b).mean() > 0.1 for a, b in zip(*passes))
+
+
+@pytest.mark.slow
+def test_sequential_starts_each_frame_from_the_last_one(clip_folder,
+                                                       tmp_path):
+  lines = []
+  result = video.run(_config(clip_folder, mode='sequential', frames=3,
+                             output=''), tmp_path / 's', log=lines.append)
+  assert result['video'] is None and len(result['frames']) == 3
+  assert any(line.startswith('[frame 3/3]') for line in lines)
+  assert any('video: frame 2/3 done' in line and 'ETA' in line
+             for line in lines)
+  # Runs of later frames have one scale and later_iterations.
+  rows = (tmp_path / 's' / 'runs' / 'frame_00002' / 'losses.jsonl'
+          ).read_text().splitlines()
+  assert '"iteration": 2' in rows[-1]
+
+
+class _Killed(Exception):
+  """Stands for SIGKILL: the run stops at once, saving nothing more."""
+
+
+@pytest.mark.slow
+def test_a_stopped_or_killed_clip_continues_to_the_same_pixels(clip_folder,
+                                                              tmp_path):
+  # Two calls of two frames per pass, two chunks per call after pass 1.
+  config = _config(clip_folder, chunk=2, output='', later_iterations=4)
+  whole = video.run(config, tmp_path / 'whole', log=lambda _: None)
+
+  def ctrl_c_in_pass_2(line):  # in its first call's first chunk
+    if line.startswith('[pass 2/2') and 'iter ' in line:
+      os.kill(os.getpid(), signal.SIGINT)
+  with pytest.raises(Interrupted, match=r'--config.resume=.*cut'):
+    video.run(config, tmp_path / 'cut', log=ctrl_c_in_pass_2)
+
+  def kill_in_pass_2(line):  # once the first call has been saved
+    if line.startswith('[pass 2/2') and 'members 2-3' in line:
+      raise _Killed()
+  with pytest.raises(_Killed):
+    video.run(config, tmp_path / 'cut', log=kill_in_pass_2)
+  assert (tmp_path / 'cut' / 'runs' / 'pass_2' / 'state.npz').is_file()
+  config.resume = str(tmp_path / 'cut')
+  resumed = video.run(config, None, log=lambda _: None)
+  assert _pixels(resumed) == _pixels(whole)
