@@ -149,8 +149,8 @@ def test_choose_auto_goes_plain_then_remat_then_tiles(monkeypatch):
   # With the CPU calibration remat needs more than plain, so 'auto' skips it;
   # where its checkpoints do save memory, it comes between the two.
   assert choose(roomy - 2**20) == ('tiles', 1024)
-  monkeypatch.setattr(memory, '_REMAT_PER_ACTIVATION',
-                      0.5 * memory._PLAIN_PER_ACTIVATION)
+  monkeypatch.setitem(memory._PER_ACTIVATION, 'remat',
+                      0.5 * memory._PER_ACTIVATION['plain'])
   assert choose(int(need('remat') / memory.MARGIN) + 1) == ('remat', 0)
   assert choose(int(need('tiles', 512) / memory.MARGIN) + 1) == ('tiles', 512)
   # A forced choice is kept, whatever would be faster.
