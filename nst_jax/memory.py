@@ -150,7 +150,7 @@ def _fits(needed: int, available: int | None) -> bool:
 
 def _tile_candidates(hw: tuple[int, int], layers: Sequence[str]) -> list[int]:
   """Tile sides worth trying for an (H, W) image, largest first (px)."""
-  stride = losses.tile_stride(layers)
+  stride = vgg.min_image_side(layers)
   whole = losses.tile_side(layers, max(hw))
   sides = {min(losses.tile_side(layers, t), whole) for t in TILE_CANDIDATES}
   return sorted((s for s in sides if s >= stride), reverse=True)
@@ -268,7 +268,7 @@ def _largest_fitting_side(hw: tuple[int, int], layers: Sequence[str],
                           memory: str, tile: int, usable: float,
                           style_levels: int = 1) -> int:
   """Largest long side (px) whose resized image fits `usable` bytes; 0: none."""
-  stride = losses.tile_stride(layers)
+  stride = vgg.min_image_side(layers)
   low, high = stride - 1, max(hw)
   while low < high:  # invariant: low fits (or is below the smallest side)
     mid = (low + high + 1) // 2
