@@ -21,6 +21,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from nst_jax.losses import formulas
+
 # RGB -> YIQ (FCC NTSC). Row 0 sums to 1, so Y of an image in [0, 1] is in
 # [0, 1]; rows 1 and 2 sum to 0, so grey pixels have I = Q = 0.
 _RGB_TO_YIQ = np.array([[0.299, 0.587, 0.114],
@@ -122,15 +124,6 @@ def recombine_luminance(result_rgb: jax.Array,
   return jnp.clip(yiq_to_rgb(jnp.concatenate([y, iq], axis=-1)), 0.0, 1.0)
 
 
-def _mean_cov(rgb: jax.Array) -> tuple[jax.Array, jax.Array]:
-  """Pixel mean float32[3] and (population) covariance float32[3, 3]."""
-  flat = rgb.reshape(-1, 3)
-  mean = jnp.mean(flat, axis=0)
-  centred = flat - mean
-  cov = jnp.matmul(centred.T, centred, precision=jax.lax.Precision.HIGHEST)
-  return mean, cov / flat.shape[0]
-
-
 def _sym_power(cov: jax.Array, power: float) -> jax.Array:
   """cov^power for a symmetric PSD float32[3, 3], by eigendecomposition."""
   values, vectors = jnp.linalg.eigh(cov)
@@ -172,8 +165,9 @@ def match_color_histogram(style_rgb: jax.Array, content_rgb: jax.Array,
   """
   if mode not in COLOR_MATCH_MODES:
     raise ValueError(f'mode={mode!r}: use one of {list(COLOR_MATCH_MODES)}')
-  mu_s, cov_s = _mean_cov(style_rgb)
-  mu_c, cov_c = _mean_cov(content_rgb)
+  # The pixels' mean float32[3] and (population) covariance float32[3, 3].
+  mu_s, cov_s = formulas.feature_mean_cov(style_rgb)
+  mu_c, cov_c = formulas.feature_mean_cov(content_rgb)
   eye = eps * jnp.eye(3, dtype=cov_s.dtype)
   if mode == 'pca':
     a = _sym_power(cov_c, 0.5) @ _sym_power(cov_s + eye, -0.5)

@@ -272,8 +272,8 @@ def resized_hw(hw: tuple[int, int], long_side: int | None) -> tuple[int, int]:
   """(height, width) after scaling so the long side is `long_side` pixels.
 
   The short side is rounded half up and kept >= 1; None keeps `hw` as is.
-  Pure integer arithmetic, so callers can validate sizes before compiling and
-  always agree with `load_image`.
+  Pure integer arithmetic: with `read_image_size`, the size `load_image`
+  returns, known before decoding or compiling.
   """
   height, width = hw
   if height < 1 or width < 1:
@@ -283,13 +283,6 @@ def resized_hw(hw: tuple[int, int], long_side: int | None) -> tuple[int, int]:
   long = max(height, width)
   return tuple(max(1, (2 * side * long_side + long) // (2 * long))
                for side in (height, width))
-
-
-def image_size_for(path: str | os.PathLike[str],
-                   long_side: int | None = None) -> tuple[int, int]:
-  """(height, width) that `load_image(path, long_side)` returns; no decoding."""
-  _check_positive('long_side', long_side)
-  return resized_hw(read_image_size(path), long_side)
 
 
 def _check_positive(name: str, value: int | None) -> None:
@@ -450,7 +443,7 @@ def load_image(path: str | os.PathLike[str], long_side: int | None = None, *,
       log.warning('%s: ignoring unreadable EXIF orientation (%s)', path, e)
       decoded = image.copy()
     # exif_transpose keeps the size or swaps the sides. The header's size,
-    # not a 1/n-scale decode's, gives the same size as image_size_for.
+    # not a 1/n-scale decode's, gives the same size as resized_hw(read_image_size).
     swapped = decoded.size != image.size
   target = resized_hw((width, height) if swapped else (height, width),
                       long_side)

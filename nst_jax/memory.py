@@ -1,17 +1,11 @@
 """How much memory optimising an image needs, and which loss path fits.
 
 `losses.LossSpec.memory` chooses how the loss's gradient keeps its memory
-(every path gives the same loss and gradient):
-
-* 'plain': every VGG activation is kept for the backward pass; fastest.
-* 'remat': each VGG block is recomputed in the backward pass (1.5x the time);
-  it should hold only block inputs and one block's activations, but on
-  XLA:CPU it measured no lower than 'plain' (see the calibration below).
-* 'tiles': the image is processed in square tiles with a halo, one at a time
-  in the backward pass too; the peak follows the tile, not the image (about
-  2.1x the time at 2048 px with 512 px tiles, more for smaller tiles).
-  On XLA:CPU it needs more than 'plain' below about 2048 px: its own copies
-  of the image and their cotangents outweigh the activations it saves.
+('plain', 'remat' or 'tiles': see its docstring). On XLA:CPU 'remat'
+measured no lower than 'plain' (its scheduler runs the recomputations
+early), and 'tiles' needs more than 'plain' below about 2048 px (its own
+copies of the image and their cotangents outweigh the activations it saves),
+so 'auto' goes from 'plain' to 'tiles' there.
 
 `estimate_memory_bytes` models the peak of each path, calibrated on measured
 peaks (peak RSS on a CPU, the device peak on a GPU; figures below);
@@ -41,40 +35,25 @@ MARGIN = 0.85
 # Tile sides (px) 'auto' tries, largest (least halo overhead) first.
 TILE_CANDIDATES = (1024, 768, 512, 384, 256, 192, 128)
 
-# Calibration: peak RSS of `scripts/benchmark.py --memory_sizes=512,1024,2048
-# --memory_paths=plain,remat,tiles` (each probe compiles cold and runs 3 L-BFGS
-# iterations of the default loss, style pyramid included: 2, 3 and 4 levels),
-# real VGG19, Tubingen, 2-core CPU, GiB at 384x512 / 768x1024 / 1536x2048 px:
-#   plain 1.70 / 4.40 / 14.82,
-#   remat 1.81 / 4.70 / 15.87 (XLA:CPU gains nothing from the checkpoints: its
-#         scheduler runs the recomputations early, so 'auto' goes from plain
-#         to tiles there),
-#   tiles 2.82 / 7.09 / 10.42 (1 tile of 512 px; 1 and 2x2 tiles of 1024 px),
-# and the 4096x3072 px scale of configs/highres.py without the pyramid, 3x4
-# tiles of 1024 px: 12.07 (`time -v`). Least squares on the relative error
-# gives the fixed part, bytes of peak per byte of the conv outputs
+# Calibration, on the peaks in docs/memory.md (Per memory path): peak RSS of
+# `scripts/benchmark.py --memory_sizes=512,1024,2048 --memory_paths=plain,
+# remat,tiles` (3 L-BFGS iterations of the default loss, pyramid included)
+# and of configs/highres.py's 4096 px scale. Least squares on the relative
+# error gives the fixed part, bytes of peak per byte of the conv outputs
 # (_activation_bytes, summed over the pyramid's levels; on 'tiles' over one
-# crop per level) and per byte of the images; every point is within 11%.
-# (The first calibration, on one value_and_grad without L-BFGS, was 25-100%
-# under these peaks.) Checked after the fit, on points it had not seen:
-# 2048 px on 6x8 tiles of 256 px, 4.97 GiB (estimate 4.85), and 4096 px with
-# 5 pyramid levels on 8x11 tiles of 384 px, 14.17 GiB (13.05; one iteration).
+# crop per level) and per byte of the images; every point is within 11%, and
+# so are the two checked after the fit on points it had not seen.
 _FIXED_BYTES = int(0.95 * 2**30)
-_PLAIN_PER_ACTIVATION = 2.89
-_REMAT_PER_ACTIVATION = 3.15
+_PER_ACTIVATION = {'plain': 2.89, 'remat': 3.15}
 _TILES_PER_ACTIVATION = 2.30  # of each level's crop (tile + 2 halo px a side)
 _TILES_PER_IMAGE = 31.6       # x, gradient, padded copies, their cotangents
 
 # On a GPU the device peak (`memory_stats()['peak_bytes_in_use']`) is below
 # the CPU model: no Python or runtime on the card, and XLA:GPU frees buffers
-# sooner. Device peaks on one H200 (jax 0.11.2, scripts/gpu_check.sh, 2-3
-# L-BFGS iterations, default loss with the pyramid), MiB, against the CPU
-# model's per-member part: plain 384x512 px 840 (831), plain 1536x2048 9387
-# (14077), 8x11 tiles of 384 px at 3072x4096 10609 (12394), 8x11 tiles of
-# 768 px at 6144x8192 41643 (46137). So a GPU keeps a fixed 0.3 GiB and
-# scales the per-member part by path; fitted on those four points (each
-# estimate within +8%, none under its peak), with no point held out yet.
-# 'remat' is unmeasured on a GPU and keeps the CPU model.
+# sooner. So a GPU keeps a fixed 0.3 GiB and scales the per-member part by
+# path, fitted on four H200 peaks at 512-8192 px (docs/memory.md, On a GPU;
+# each estimate within +8%, none under its peak). 'remat' is unmeasured on a
+# GPU and keeps the CPU model.
 _GPU_FIXED_BYTES = int(0.3 * 2**30)
 _GPU_SCALE = {'plain': 0.65, 'remat': 1.0, 'tiles': 0.90}
 
@@ -121,19 +100,14 @@ def _per_member_bytes(hw: tuple[int, int], layers: Sequence[str],
   history = 2 * history_size * image
   level_hws = [(hw[0] >> k, hw[1] >> k) for k in range(style_levels)]
   activations = sum(_activation_bytes(level, layers) for level in level_hws)
-  if memory == 'plain':
-    loss = _PLAIN_PER_ACTIVATION * activations
-  elif memory == 'remat':
-    loss = _REMAT_PER_ACTIVATION * activations
-  elif memory == 'tiles':
-    grids = [losses.tile_grid(level, layers, tile) for level in level_hws]
-    crops = [side + 2 * halo for side, halo, _, _ in grids]
-    images = sum(h * w * 3 * 4 for h, w in level_hws)
-    loss = (_TILES_PER_ACTIVATION * sum(_activation_bytes((c, c), layers)
-                                        for c in crops) +
-            _TILES_PER_IMAGE * images)
-  else:
-    raise ValueError(f'memory={memory!r}: use one of {list(losses.MEMORY_PATHS)}')
+  if memory != 'tiles':
+    return int(_PER_ACTIVATION[memory] * activations + history)
+  grids = [losses.tile_grid(level, layers, tile) for level in level_hws]
+  crops = [side + 2 * halo for side, halo, _, _ in grids]
+  images = sum(h * w * 3 * 4 for h, w in level_hws)
+  loss = (_TILES_PER_ACTIVATION * sum(_activation_bytes((c, c), layers)
+                                      for c in crops) +
+          _TILES_PER_IMAGE * images)
   return int(loss + history)
 
 
@@ -158,10 +132,8 @@ def estimate_memory_bytes(hw: tuple[int, int], layers: Sequence[str],
       its own calibration (device peak), every other platform the CPU's.
 
   Returns:
-    Bytes: the fixed runtime part plus `members` times the per-image part.
-    CPU: calibrated on the benchmark's peak RSS (3 L-BFGS iterations) at
-    512, 1024 and 2048 px on each path and on a 4096 px run: within 11%
-    there. GPU: device peaks at 512-8192 px, within +8% (see _GPU_SCALE).
+    Bytes: the fixed runtime part plus `members` times the per-image part
+    (calibrated on measured peaks: see the constants above).
   """
   del num_styles  # Targets are computed before the loop, one style at a time.
   per_member = _per_member_bytes(hw, layers, history_size, memory, tile,
@@ -178,7 +150,7 @@ def _fits(needed: int, available: int | None) -> bool:
 
 def _tile_candidates(hw: tuple[int, int], layers: Sequence[str]) -> list[int]:
   """Tile sides worth trying for an (H, W) image, largest first (px)."""
-  stride = losses.tile_stride(layers)
+  stride = vgg.min_image_side(layers)
   whole = losses.tile_side(layers, max(hw))
   sides = {min(losses.tile_side(layers, t), whole) for t in TILE_CANDIDATES}
   return sorted((s for s in sides if s >= stride), reverse=True)
@@ -239,15 +211,11 @@ def choose_memory_path(hw: tuple[int, int], layers: Sequence[str],
         return memory, 0
     if requested != 'auto':
       raise refuse(requested, 0)
-  if tile:
-    if _fits(need('tiles', tile), available):
-      return 'tiles', tile
-    raise refuse('tiles', tile)
-  candidates = _tile_candidates(hw, layers)
+  candidates = [tile] if tile else _tile_candidates(hw, layers)
   for side in candidates:
     if _fits(need('tiles', side), available):
       return 'tiles', side
-  raise refuse('tiles', candidates[-1], forced=False)
+  raise refuse('tiles', candidates[-1], forced=bool(tile))
 
 
 def refusal_message(hw: tuple[int, int], layers: Sequence[str],
@@ -300,19 +268,17 @@ def _largest_fitting_side(hw: tuple[int, int], layers: Sequence[str],
                           memory: str, tile: int, usable: float,
                           style_levels: int = 1) -> int:
   """Largest long side (px) whose resized image fits `usable` bytes; 0: none."""
-  stride = losses.tile_stride(layers)
+  stride = vgg.min_image_side(layers)
   low, high = stride - 1, max(hw)
   while low < high:  # invariant: low fits (or is below the smallest side)
     mid = (low + high + 1) // 2
     mid_hw = image_lib.resized_hw(hw, mid)
-    if memory == 'tiles' and not tile:
-      sizes = [estimate_memory_bytes(mid_hw, layers, history_size, num_styles,
-                                     'tiles', t, members, style_levels)
-               for t in _tile_candidates(mid_hw, layers)[-1:]]
-    else:
-      sizes = [estimate_memory_bytes(mid_hw, layers, history_size, num_styles,
-                                     memory, tile, members, style_levels)]
-    if min(sizes) <= usable and min(mid_hw) >= stride:
+    # Unforced tiles: the smallest candidate, the least memory 'auto' has.
+    mid_tile = (_tile_candidates(mid_hw, layers)[-1]
+                if memory == 'tiles' and not tile else tile)
+    size = estimate_memory_bytes(mid_hw, layers, history_size, num_styles,
+                                 memory, mid_tile, members, style_levels)
+    if size <= usable and min(mid_hw) >= stride:
       low = mid
     else:
       high = mid - 1

@@ -218,7 +218,7 @@ def test_exif_orientation_6_rotates_clockwise(tmp_path):
   np.testing.assert_allclose(out[4, 8], [1, 0, 0], atol=0.1)
   np.testing.assert_allclose(out[28, 8], [0, 0, 1], atol=0.1)
   assert image.load_image(path, long_side=8).shape == (8, 4, 3)
-  assert image.image_size_for(path, 8) == (8, 4)
+  assert image.resized_hw(image.read_image_size(path), 8) == (8, 4)
 
 
 def test_exif_orientation_3_keeps_shape(tmp_path):
@@ -245,8 +245,8 @@ def test_long_side_resize_shape(tmp_path):
   assert out.shape == (6, 9, 3)
   assert out.min() >= 0 and out.max() <= 1
   assert image.load_image(path, long_side=60).shape == (40, 60, 3)
-  assert image.image_size_for(path, 9) == (6, 9)
-  assert image.image_size_for(path) == (20, 30)
+  assert image.resized_hw(image.read_image_size(path), 9) == (6, 9)
+  assert image.read_image_size(path) == (20, 30)
 
 
 def test_resized_hw():
@@ -472,7 +472,8 @@ def test_shared_images_resolve_and_load(monkeypatch):
   for name in image.ASSETS:
     path = image.resolve_image(name)
     out = image.load_image(path, long_side=64)
-    assert out.shape == (*image.image_size_for(path, 64), 3), name
+    hw = image.resized_hw(image.read_image_size(path), 64)
+    assert out.shape == (*hw, 3), name
     assert max(out.shape[:2]) == 64
 
 

@@ -40,11 +40,19 @@ def test_tiled_targets_equal_plain_targets(random_params):
     jax.tree.map(_assert_close_to_scale, tiled, plain)
 
 
+def _tiled_features(params, image, layers, pooling='max', tile=8):
+  """vgg.extract_features computed in tiles: the content targets on 'tiles'."""
+  spec = losses.LossSpec(layers, ('block1_conv1',), pooling, memory='tiles',
+                         tile=tile)
+  targets = losses.compute_targets(params, image, [image], None, spec)
+  return {layer: t['features'] for layer, t in targets['content'].items()}
+
+
 def test_tiled_features_equal_whole_image_features(random_params):
   layers = ('block1_conv2', 'block2_conv1', 'block4_conv1')
   image = vgg.preprocess(jax.random.uniform(jax.random.key(4), (43, 29, 3)))
   whole = vgg.extract_features(random_params, image, layers, 'avg')
-  tiled = losses.tiled_features(random_params, image, layers, 'avg', tile=8)
+  tiled = _tiled_features(random_params, image, layers, 'avg')
   for layer in layers:
     assert tiled[layer].shape == whole[layer].shape
     np.testing.assert_allclose(tiled[layer], whole[layer], rtol=1e-5, atol=1e-4)
@@ -58,13 +66,13 @@ def test_halo_too_small_would_be_wrong(random_params, monkeypatch):
   halo = losses.tile_halo(layers)
   assert halo == 6  # 2 convs, pool (1), 2 convs: 3 positions at stride 2.
   monkeypatch.setattr(losses.tiling, 'tile_halo', lambda layers: halo - 2)
-  tiled = losses.tiled_features(random_params, image, layers, tile=8)
+  tiled = _tiled_features(random_params, image, layers)
   assert not np.allclose(tiled['block2_conv2'], whole['block2_conv2'],
                          rtol=1e-3, atol=1e-3)
 
 
 def test_tile_geometry():
-  assert losses.tile_stride(_DEEP[0] + _DEEP[1]) == 16
+  assert vgg.min_image_side(_DEEP[0] + _DEEP[1]) == 16
   assert losses.tile_halo(_DEEP[0] + _DEEP[1]) == 96
   assert losses.tile_halo(('block5_conv1',)) == 80
   assert losses.tile_halo(('block1_conv1',)) == 1
@@ -149,8 +157,8 @@ def test_choose_auto_goes_plain_then_remat_then_tiles(monkeypatch):
   # With the CPU calibration remat needs more than plain, so 'auto' skips it;
   # where its checkpoints do save memory, it comes between the two.
   assert choose(roomy - 2**20) == ('tiles', 1024)
-  monkeypatch.setattr(memory, '_REMAT_PER_ACTIVATION',
-                      0.5 * memory._PLAIN_PER_ACTIVATION)
+  monkeypatch.setitem(memory._PER_ACTIVATION, 'remat',
+                      0.5 * memory._PER_ACTIVATION['plain'])
   assert choose(int(need('remat') / memory.MARGIN) + 1) == ('remat', 0)
   assert choose(int(need('tiles', 512) / memory.MARGIN) + 1) == ('tiles', 512)
   # A forced choice is kept, whatever would be faster.

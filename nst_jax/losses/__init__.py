@@ -9,35 +9,22 @@ The package, one concern per module:
   statistics as sums over positions, its target and its distance;
 * tiling.py: the tile grid, halo and crops of memory='tiles';
 * evaluate.py: `LossSpec`, `compute_targets` and `combined_loss`, one
-  evaluator for every term on every path and pyramid level;
+  evaluator for every term on every memory path ('plain', 'remat', 'tiles':
+  the same loss and gradient, see `LossSpec.memory`; nst_jax.memory picks
+  one) and pyramid level;
 * guided_style.py: spatial control, the style loss per region of the
   picture (`GuidedStyle`) and pixels held to the photo (`PhotoHold`).
 
 All functions are pure and jit-friendly. Feature maps are post-ReLU VGG19
 activations float32[h, w, C]; the image `x` being optimised is in VGG's Caffe
-space (BGR, 0-255 minus the mean pixel, see `vgg.preprocess`).
-
-Three ways to compute the same loss and gradient, chosen statically by
-`LossSpec.memory` (nst_jax.memory estimates each one's peak and picks one):
-
-* 'plain': the whole image through VGG19; autodiff keeps every activation.
-* 'remat': the same, with each VGG block checkpointed and every per-layer
-  statistic taken inside the block's checkpoint, so the backward pass keeps
-  block inputs and statistics and recomputes the convolutions.
-* 'tiles': the image is cut into square tiles (tiling.py), each run through
-  VGG19 on a crop with a halo so that its own part of every feature map
-  equals the whole image's; the terms' sums over each tile's positions add
-  up to the whole image's. The tiles run in a `lax.map` with each tile
-  checkpointed, so the backward pass holds one tile's activations at a
-  time. Terms of the pixels alone (TV) are taken on the whole image.
-
-The combined loss takes its weights as traced arguments (they can be vmapped
-for weight sweeps) and returns each term for logging.
+space (BGR, 0-255 minus the mean pixel, see `vgg.preprocess`). The combined
+loss takes its weights as traced arguments (they can be vmapped for weight
+sweeps) and returns each term for logging.
 """
 
 from nst_jax.losses.evaluate import (MEMORY_PATHS, NORMALIZATIONS,
                                      STYLE_LOSSES, LossSpec, combined_loss,
-                                     compute_targets, tiled_features)
+                                     compute_targets)
 from nst_jax.losses.formulas import (feature_mean_cov, gram_matrix, halve,
                                      random_directions, resample_quantiles,
                                      sorted_projections, style_pyramid_levels,
@@ -47,4 +34,4 @@ from nst_jax.losses.guided_style import (GuidedStyle, PhotoHold, layer_masks,
 from nst_jax.losses.terms import (STYLE_TERMS, Content, Gram, MeanCov,
                                   SlicedWasserstein, Term, TotalVariation)
 from nst_jax.losses.tiling import (DEFAULT_TILE, feature_hw, tile_grid,
-                                   tile_halo, tile_side, tile_stride)
+                                   tile_halo, tile_side)

@@ -48,7 +48,7 @@ class LossSpec:
       (`tile_halo`) and adds per-layer statistics over them; the backward
       pass recomputes one tile at a time, so memory follows the tile.
     tile: tile side for 'tiles', px, rounded up to a multiple of
-      `tile_stride`; 0 means DEFAULT_TILE.
+      the deepest pool's stride; 0 means DEFAULT_TILE.
     style_levels: levels of the style pyramid (1 = the picture alone): the
       style term is also taken on the picture halved 1 .. L - 1 times
       (`formulas.halve`) against the style images halved alike. VGG19's
@@ -79,21 +79,10 @@ class LossSpec:
     if self.style_loss not in terms_lib.STYLE_TERMS:
       raise ValueError(f'style_loss={self.style_loss!r}: use one of '
                        f'{list(terms_lib.STYLE_TERMS)}')
-    if self.normalization not in NORMALIZATIONS:
-      raise ValueError(f'normalization={self.normalization!r}: use one of '
-                       f'{list(NORMALIZATIONS)}')
-    if self.sliced_projections < 1:
-      raise ValueError(f'sliced_projections={self.sliced_projections}: '
-                       'need at least 1')
     if self.memory not in MEMORY_PATHS:
       raise ValueError(f'memory={self.memory!r}: use one of {list(MEMORY_PATHS)}')
     if self.tile < 0:
       raise ValueError(f'tile={self.tile}: use 0 (the default) or a side in px')
-    if self.style_levels < 1:
-      raise ValueError(f'style_levels={self.style_levels}: need at least 1')
-    if self.precision not in vgg.PRECISIONS:
-      raise ValueError(f'precision={self.precision!r}: use one of '
-                       f'{list(vgg.PRECISIONS)}')
     keys = [term.key for term in self.terms]
     if len(set(keys)) < len(keys):
       raise ValueError(f'two terms share a key: {keys}')
@@ -225,21 +214,6 @@ def _statistics(params: Mapping, image: jax.Array,
       stats[t.key][layer] = t.finish(layer, sums, hw[0] * hw[1],
                                      targets[t.key][layer])
   return stats
-
-
-def tiled_features(params: Mapping, image: jax.Array, layers: Sequence[str],
-                   pooling: str = 'max', tile: int = 0) -> dict[str, jax.Array]:
-  """`vgg.extract_features` of a float32[H, W, 3] image, computed in tiles.
-
-  The same values (to float32 rounding); the peak memory is one tile's
-  activations plus the requested feature maps. No gradient is kept.
-  """
-  spec = LossSpec(tuple(layers), (), pooling, tile=tile)
-  content = terms_lib.Content(spec.content_layers)
-  stats = _statistics(params, image, [content],
-                      {'content': {layer: {} for layer in content.layers}},
-                      spec, 'tiles', reference=True)
-  return {layer: s['features'] for layer, s in stats['content'].items()}
 
 
 def _reference_targets(params: Mapping, image: jax.Array,

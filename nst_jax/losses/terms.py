@@ -210,8 +210,7 @@ class Gram(Term):
   pyramid = True
 
   def sums(self, layer, f, inside, target):
-    flat = f.reshape(-1, f.shape[-1])
-    return {'gram': jnp.matmul(flat.T, flat, precision=formulas.HIGHEST)}
+    return {'gram': formulas.gram_matrix(f)}
 
   def finish(self, layer, sums, positions, target):
     gram = sums['gram']

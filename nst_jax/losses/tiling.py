@@ -1,12 +1,14 @@
 """The tile grid of memory='tiles': where tiles lie, their halo, and back.
 
-An image float32[H, W, 3] is cut into square tiles of `tile_side` px, aligned
-to the deepest pool (`tile_stride`), each run through VGG19 on a crop with a
-halo (`tile_halo`) wide enough that its own part of every feature map equals
-the whole image's. Tiles are numbered row-major; tile (i, j) owns, at a layer
-of block b, the positions [i t, (i + 1) t) x [j t, (j + 1) t) of the layer's
-map, t = side / 2**(b - 1). The last row and column of tiles overhang the
-image: `interior` says which of a tile's positions lie in it.
+An image float32[H, W, 3] is cut into square tiles of `tile_side` px that
+start at multiples of the deepest pool's stride (`vgg.min_image_side`), so
+every tile's pooling grid is the whole image's at every layer. Each runs
+through VGG19 on a crop with a halo (`tile_halo`) wide enough that its own
+part of every feature map equals the whole image's. Tiles are numbered
+row-major; tile (i, j) owns, at a layer of block b, the positions
+[i t, (i + 1) t) x [j t, (j + 1) t) of the layer's map, t = side / 2**(b - 1).
+The last row and column of tiles overhang the image: `interior` says which
+of a tile's positions lie in it.
 """
 
 from collections.abc import Callable, Sequence
@@ -27,16 +29,8 @@ def feature_hw(image_hw: tuple[int, int], layer: str) -> tuple[int, int]:
   return image_hw[0] >> pools, image_hw[1] >> pools
 
 
-def tile_stride(layers: Sequence[str]) -> int:
-  """Tiles start at multiples of this (px): 2**(deepest block - 1).
-
-  Then every tile's pooling grid is the whole image's, at every layer.
-  """
-  return vgg.min_image_side(layers)
-
-
 def tile_halo(layers: Sequence[str]) -> int:
-  """Border (px, a multiple of `tile_stride`) a tile's crop needs on each side.
+  """Border (px, a multiple of the pool stride) a tile's crop needs on each side.
 
   A crop's own border pads with zeros where the image has pixels; that error
   spreads one position per 3x3 conv and is halved (rounding up) by each pool.
@@ -50,13 +44,13 @@ def tile_halo(layers: Sequence[str]) -> int:
     if block > 1:
       wrong = -(-wrong // 2)
     wrong += len(names)
-  return wrong * tile_stride(layers)
+  return wrong * vgg.min_image_side(layers)
 
 
 def tile_side(layers: Sequence[str], tile: int = 0) -> int:
   """Tile side (px) actually used: `tile` (0: DEFAULT_TILE) rounded up to a
-  multiple of `tile_stride`."""
-  stride = tile_stride(layers)
+  multiple of the deepest pool's stride."""
+  stride = vgg.min_image_side(layers)
   return -(-(tile or DEFAULT_TILE) // stride) * stride
 
 
