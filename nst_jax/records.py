@@ -83,17 +83,23 @@ def loss_row(spec: spec_lib.RunSpec, member: spec_lib.Member, scale: int,
   return {'member': member.index, **row} if spec.sweep else row
 
 
+# losses.jsonl fields that are not loss terms.
+_ROW_FIELDS = ('member', 'scale', 'iteration', 'evaluations', 'seconds')
+
+
 def result_row(member: spec_lib.Member, rows: Sequence[dict], status: str,
                device: str) -> dict[str, Any]:
-  """A results.jsonl row: `member`'s values, its last loss terms, iterations
-  and evaluations summed over scales, status and device; from its losses.jsonl
+  """A results.jsonl row: `member`'s values, its last loss terms (content,
+  style, tv, total and any extra term's, e.g. 'photo'), iterations and
+  evaluations summed over scales, status and device; from its losses.jsonl
   `rows`."""
   mine = [row for row in rows if row.get('member', 0) == member.index]
   per_scale = {row['scale']: row for row in mine}.values()  # each one's last
   last = mine[-1] if mine else {}
+  extra = [k for k in last if k not in _ROW_FIELDS]
   return {'member': member.index, 'file': member.file, 'values': member.values,
           **{k: last.get(k, float('nan'))
-             for k in ('content', 'style', 'tv', 'total')},
+             for k in ('content', 'style', 'tv', *extra, 'total')},
           'iterations': sum(row['iteration'] for row in per_scale),
           'evaluations': sum(row['evaluations'] for row in per_scale),
           'status': status, 'device': device}
