@@ -11,7 +11,7 @@ The default input is the test clip the second line makes (a camera pan and
 zoom over tubingen with a crop of chelsea sliding across; no video is
 committed). ':quick' makes its own 6-frame 48 px clip in the workdir-free
 folder outputs/testclip_quick (a smoke run in a minute or two on a CPU).
-Fields of config.video (see nst_jax/spec.py, default_video_config):
+Fields of config.video (see nst_jax/video_spec.py):
   input, start, frames, every   the clip: a video file or a folder of frames
   mode          'multipass' (every frame of a pass at once) or 'sequential'
   passes, later_iterations, temporal_from_pass, blend   multipass settings
@@ -24,7 +24,7 @@ Stop with Ctrl-C; continue with the same command plus --config.resume=<workdir>.
 import ml_collections
 
 from configs import starry
-from nst_jax import spec
+from nst_jax import video_spec
 
 
 def get_config(variant: str = '') -> ml_collections.ConfigDict:
@@ -32,7 +32,7 @@ def get_config(variant: str = '') -> ml_collections.ConfigDict:
   config.image_size = 256
   config.max_iterations = 100
   config.snapshot_every = 50
-  config.video = spec.default_video_config()
+  config.video = video_spec.default_video_config()
   config.video.input = 'outputs/clip'
   config.video.later_iterations = 50
 

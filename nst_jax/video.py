@@ -70,6 +70,7 @@ from nst_jax import spec as spec_lib
 from nst_jax import temporal
 from nst_jax import vgg
 from nst_jax import video_io
+from nst_jax import video_spec
 from nst_jax.errors import UserError
 from nst_jax.signals import Interrupted
 
@@ -87,7 +88,7 @@ def frame_config(config: ml_collections.ConfigDict
   return out
 
 
-def _later(config: ml_collections.ConfigDict, vspec: spec_lib.VideoSpec
+def _later(config: ml_collections.ConfigDict, vspec: video_spec.VideoSpec
            ) -> ml_collections.ConfigDict:
   """A frame's config after the first pass / frame: one scale, fewer steps."""
   out = ml_collections.ConfigDict(config.to_dict())
@@ -117,7 +118,7 @@ def _with_temporal(spec: spec_lib.RunSpec, weight: float, sides: int
 class _Clip:
   """A clip being made: its frames, flow, results and engine runs."""
 
-  def __init__(self, config, vspec: spec_lib.VideoSpec, workdir: Path,
+  def __init__(self, config, vspec: video_spec.VideoSpec, workdir: Path,
                log: Log):
     self.config, self.vspec, self.workdir, self.log = config, vspec, workdir, log
     self.base = frame_config(config)
@@ -263,7 +264,7 @@ def run(config: ml_collections.ConfigDict,
       config (`spec.parse`'s checks).
     Interrupted: Ctrl-C / SIGTERM; the state was saved.
   """
-  vspec = spec_lib.parse_video(config)
+  vspec = video_spec.parse_video(config)
   if config.get('resume'):
     workdir = Path(config.resume)
     if not (workdir / RECORD).is_file():
@@ -418,7 +419,7 @@ def compare_modes(config: ml_collections.ConfigDict,
   """
   from nst_jax import compare  # pylint: disable=import-outside-toplevel
   from nst_jax import weights as weights_lib  # pylint: disable=import-outside-toplevel
-  spec_lib.parse_video(config)
+  video_spec.parse_video(config)
   workdir = Path(workdir or spec_lib.default_workdir(config))
   params, _ = weights_lib.load_vgg19_params(config.weights or None, log=log)
   rows = []

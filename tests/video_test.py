@@ -17,10 +17,10 @@ import pytest
 from PIL import Image
 
 from configs import video as video_config
-from nst_jax import spec
 from nst_jax import testclips
 from nst_jax import video
 from nst_jax import video_io
+from nst_jax import video_spec
 from nst_jax.errors import UserError
 from nst_jax.signals import Interrupted
 
@@ -50,12 +50,12 @@ def _config(clip_folder, **video_fields):
 
 def _problems(config) -> list[str]:
   with pytest.raises(UserError) as e:
-    spec.parse_video(config)
+    video_spec.parse_video(config)
   return str(e.value).splitlines()
 
 
 def test_parse_video_reads_the_selection(clip_folder):
-  vspec = spec.parse_video(_config(clip_folder, start=1, every=2))
+  vspec = video_spec.parse_video(_config(clip_folder, start=1, every=2))
   assert list(vspec.indices) == [1, 3]
   assert vspec.gaps == (1, 2) and vspec.info.frame_count == 4
 
