@@ -37,6 +37,7 @@ import collections
 import contextlib
 import time
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 import jax
@@ -174,7 +175,7 @@ class _Run:
     if force or now - when >= 20 * took:
       with phases.phase('writing'):
         run_state.save_state(
-          self.spec.workdir / run_state.STATE_FILE, state,
+            self.spec.workdir / run_state.STATE_FILE, state,
             {'call': call, 'scale': scale, 'between_calls': between_calls,
              'rows': self.rows,
              'done': {str(k): v for k, v in self.done.items()}})
@@ -210,15 +211,8 @@ def run(spec: spec_lib.RunSpec, log: Log = print, *,
   t0, compiles = time.perf_counter(), runtime.compile_counts()
   if jax.process_index() != 0:
     log = lambda *_: None  # one voice: process 0 prints (and writes)
-  with phases.phase('device start'):
-    jax.devices()
-  with phases.phase('weights'):
-    params, weights_info = spec.weights or weights_lib.load_vgg19_params(
-        None, log=log)
-    params = jax.block_until_ready(vgg.prepare_params(params))
+  params, weights_info = _load_params(spec, log)
   sha = weights_info['params_sha256']
-  log(f"weights: {weights_info['path']} (source {weights_info['source']}, "
-      f"params sha256 {sha[:16]}...)")
   # A single run uses one device: padding it to every device would only
   # repeat it.
   devices = jax.devices() if spec.sweep else jax.devices()[:1]
@@ -232,24 +226,7 @@ def run(spec: spec_lib.RunSpec, log: Log = print, *,
   claim = workdir_lib.claim(spec.workdir, resume=spec.resume) if r.writer \
       else contextlib.nullcontext(r.claim)
   with claim as r.claim:
-    state_path = spec.workdir and spec.workdir / run_state.STATE_FILE
-    first_call, first_scale = 0, 0
-    if spec.resume:
-      meta = run_state.read_state_meta(state_path)
-      # A state saved between calls is the finished call's: the next one
-      # starts afresh (resume_scale None loads nothing).
-      first_call = meta['call']
-      first_scale = None if meta.get('between_calls') else meta['scale']
-      r.rows = meta['rows']
-      r.done = {int(k): v for k, v in meta['done'].items()}
-    elif r.writer:
-      if spec.config.resume:
-        log(f'{spec.workdir} holds no saved state (its run stopped before its '
-            'first save): starting it over')
-      (spec.workdir / 'snapshots').mkdir(parents=True, exist_ok=True)
-      r.write_text('config.json', records.config_record(
-          spec, weights_info, versions, [str(d) for d in devices],
-          jax.process_count()))
+    first_call, first_scale = _begin(r, weights_info, versions, devices)
     if spec.sweep:
       log(progress.sweep_line(spec, devices, calls))
 
@@ -273,16 +250,7 @@ def run(spec: spec_lib.RunSpec, log: Log = print, *,
               f'{spec.workdir}; continue with '
               f'{workdir_lib.continue_command(spec.workdir)}')
 
-    rows = [r.done[m.index] for m in spec.members]
-    sheet = None
-    if spec.sweep and r.writer:
-      r.write_text('results.jsonl', records.jsonl(rows))
-      sheet = spec.workdir / 'contact_sheet.png'
-      with phases.phase('writing'):
-        image_lib.save_png(sheet, sweep.sheet_for(spec, rows, spec.workdir),
-                           records.png_metadata(spec.config, sha, versions))
-    if r.writer:
-      state_path.unlink(missing_ok=True)
+    rows, sheet = _write_results(r, sha, versions)
   for line in progress.result_lines(spec, rows, sheet, time.perf_counter() - t0,
                                    runtime.describe_compiles(compiles)):
     log(line)
@@ -293,6 +261,62 @@ def run(spec: spec_lib.RunSpec, log: Log = print, *,
           'devices': [str(d) for d in devices], 'sharding': sharding,
           'traces': dict(r.traces), 'seconds': time.perf_counter() - t0,
           'rows': r.rows}
+
+
+def _load_params(spec: spec_lib.RunSpec, log: Log) -> tuple[dict, dict]:
+  """The prepared VGG19 params and their weights record (spec.weights, read
+  and hashed once by spec.parse, or the default file)."""
+  with phases.phase('device start'):
+    jax.devices()
+  with phases.phase('weights'):
+    params, weights_info = spec.weights or weights_lib.load_vgg19_params(
+        None, log=log)
+    params = jax.block_until_ready(vgg.prepare_params(params))
+  log(f"weights: {weights_info['path']} (source {weights_info['source']}, "
+      f"params sha256 {weights_info['params_sha256'][:16]}...)")
+  return params, weights_info
+
+
+def _begin(r: _Run, weights_info: dict, versions: dict,
+           devices: Sequence[Any]) -> tuple[int, int | None]:
+  """Loads a resumed run's rows and finished members, or writes a new run's
+  config.json; returns the (call, scale) to start at (scale None: the call
+  starts afresh)."""
+  spec = r.spec
+  if spec.resume:
+    meta = run_state.read_state_meta(spec.workdir / run_state.STATE_FILE)
+    r.rows = meta['rows']
+    r.done = {int(k): v for k, v in meta['done'].items()}
+    # A state saved between calls is the finished call's: the next call
+    # starts afresh.
+    return meta['call'], None if meta.get('between_calls') else meta['scale']
+  if r.writer:
+    if spec.config.resume:
+      r.log(f'{spec.workdir} holds no saved state (its run stopped before its '
+            'first save): starting it over')
+    (spec.workdir / 'snapshots').mkdir(parents=True, exist_ok=True)
+    r.write_text('config.json', records.config_record(
+        spec, weights_info, versions, [str(d) for d in devices],
+        jax.process_count()))
+  return 0, 0
+
+
+def _write_results(r: _Run, sha: str, versions: dict
+                   ) -> tuple[list[dict], Path | None]:
+  """Every member's results.jsonl row and, for a sweep, results.jsonl and
+  the contact sheet; removes the state file of the finished run."""
+  spec = r.spec
+  rows = [r.done[m.index] for m in spec.members]
+  sheet = None
+  if spec.sweep and r.writer:
+    r.write_text('results.jsonl', records.jsonl(rows))
+    sheet = spec.workdir / 'contact_sheet.png'
+    with phases.phase('writing'):
+      image_lib.save_png(sheet, sweep.sheet_for(spec, rows, spec.workdir),
+                         records.png_metadata(spec.config, sha, versions))
+  if r.writer:
+    (spec.workdir / run_state.STATE_FILE).unlink(missing_ok=True)
+  return rows, sheet
 
 
 def _on_quit(claim: workdir_lib.Claim) -> str:

@@ -21,7 +21,7 @@ import itertools
 import json
 import math
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -920,6 +920,43 @@ def _weights(config, problems: list[str]) -> tuple[dict, dict] | None:
   return None
 
 
+def _resumed_workdir(config: ml_collections.ConfigDict, workdir: Any,
+                     problems: list[str]) -> tuple[Any, bool]:
+  """(config.resume's workdir, whether it holds a saved state to load);
+  (workdir, False) with the problem added when it cannot be resumed."""
+  try:
+    resumed = check_resume(config)
+    if (resumed / STATE_FILE).is_file():
+      run_state.read_state_meta(resumed / STATE_FILE)
+      return resumed, True
+    return resumed, False
+  except UserError as e:
+    problems.append(str(e))
+    return workdir, False
+
+
+def _loss_specs(config: ml_collections.ConfigDict,
+                content_layers: tuple[str, ...], style_layers: tuple[str, ...],
+                scale_paths: Sequence[tuple[str, int]],
+                scale_levels: Sequence[int],
+                plan: regions_lib.Plan | None) -> tuple[losses.LossSpec, ...]:
+  """One LossSpec per scale: its memory path, tile and pyramid levels; with
+  regions, the guided style term in place of the style loss (and the photo
+  hold where a region keeps the photo)."""
+  extra_terms = ()
+  if plan is not None:
+    extra_terms = (losses.GuidedStyle(style_layers, config.normalization,
+                                      config.style_loss, 64),)
+    if plan.kept:
+      extra_terms += (losses.PhotoHold(),)
+  return tuple(
+      losses.LossSpec(content_layers, style_layers, config.pooling,
+                      config.normalization, config.style_loss,
+                      memory=loss_memory, tile=tile, style_levels=levels,
+                      extra_terms=extra_terms, precision=config.precision)
+      for (loss_memory, tile), levels in zip(scale_paths, scale_levels))
+
+
 def parse(config: ml_collections.ConfigDict, workdir: str | os.PathLike | None,
           *, sweep: bool = False) -> RunSpec:
   """Checks the whole config and its files; returns the spec of the run.
@@ -946,13 +983,7 @@ def parse(config: ml_collections.ConfigDict, workdir: str | os.PathLike | None,
   resuming = bool(config.get('resume')) and isinstance(config.get('resume'), str)
   resume = False
   if resuming:
-    try:
-      workdir = check_resume(config)
-      resume = (workdir / STATE_FILE).is_file()
-      if resume:
-        run_state.read_state_meta(workdir / STATE_FILE)
-    except UserError as e:
-      problems.append(str(e))
+    workdir, resume = _resumed_workdir(config, workdir, problems)
   member_values: list[dict[str, Any]] = [{}]
   fields, values = (), {}
   text = lambda field: config.get(field) if isinstance(config.get(field), str) else ''
@@ -1000,18 +1031,8 @@ def parse(config: ml_collections.ConfigDict, workdir: str | os.PathLike | None,
   if problems:
     raise UserError('\n'.join(problems))
 
-  extra_terms = ()
-  if plan is not None:
-    extra_terms = (losses.GuidedStyle(style_layers, config.normalization,
-                                      config.style_loss, 64),)
-    if plan.kept:
-      extra_terms += (losses.PhotoHold(),)
-  loss_specs = tuple(
-      losses.LossSpec(content_layers, style_layers, config.pooling,
-                      config.normalization, config.style_loss,
-                      memory=loss_memory, tile=tile, style_levels=levels,
-                      extra_terms=extra_terms, precision=config.precision)
-      for (loss_memory, tile), levels in zip(scale_paths, scale_levels))
+  loss_specs = _loss_specs(config, content_layers, style_layers, scale_paths,
+                          scale_levels, plan)
   iterations = split_list(config.scale_iterations) or \
       [config.max_iterations] * len(loss_specs)
   return RunSpec(
