@@ -65,8 +65,10 @@ _LUMA = (0.299, 0.587, 0.114)
 MEASURES = ('structure', 'style', 'style_swd', 'colour', 'balance')
 
 
-def ssim(a: jax.Array, b: jax.Array) -> jax.Array:
-  """Mean SSIM of two float32[H, W] images in [0, 1] (H, W >= 11); scalar."""
+def ssim_map(a: jax.Array, b: jax.Array) -> jax.Array:
+  """SSIM map of two float32[H, W] images in [0, 1] (H, W >= 11):
+  float32[H - 10, W - 10], entry (i, j) the window centred on pixel
+  (i + 5, j + 5) (Gaussian window sigma 1.5 px, 11 taps, valid positions)."""
   taps = jnp.exp(-0.5 * (jnp.arange(-SSIM_RADIUS, SSIM_RADIUS + 1) / SSIM_SIGMA) ** 2)
   window = jnp.outer(taps, taps) / jnp.sum(taps) ** 2
   stack = jnp.stack([a, b, a * a, b * b, a * b])[:, None]  # [5, 1, H, W]
@@ -74,9 +76,13 @@ def ssim(a: jax.Array, b: jax.Array) -> jax.Array:
       stack, window[None, None], (1, 1), 'VALID')[:, 0]
   var_a, var_b = aa - mu_a ** 2, bb - mu_b ** 2
   cov = ab - mu_a * mu_b
-  index = ((2 * mu_a * mu_b + SSIM_C1) * (2 * cov + SSIM_C2)
-           / ((mu_a ** 2 + mu_b ** 2 + SSIM_C1) * (var_a + var_b + SSIM_C2)))
-  return jnp.mean(index)
+  return ((2 * mu_a * mu_b + SSIM_C1) * (2 * cov + SSIM_C2)
+          / ((mu_a ** 2 + mu_b ** 2 + SSIM_C1) * (var_a + var_b + SSIM_C2)))
+
+
+def ssim(a: jax.Array, b: jax.Array) -> jax.Array:
+  """Mean SSIM of two float32[H, W] images in [0, 1] (H, W >= 11); scalar."""
+  return jnp.mean(ssim_map(a, b))
 
 
 def _relative_sliced(x: jax.Array, p: jax.Array, directions: jax.Array,

@@ -41,26 +41,6 @@ class RegionTarget(NamedTuple):
   painting_mask: np.ndarray | None  # float32[H', W'] its region; None: whole
 
 
-def ssim_map(a: jax.Array, b: jax.Array) -> jax.Array:
-  """SSIM map of two float32[H, W] images in [0, 1]: float32[H - 10, W - 10].
-
-  compare.py's definition (Gaussian window sigma 1.5 px, 11 taps, valid
-  positions only); `compare.ssim` is its mean. Entry (i, j) is the window
-  centred on pixel (i + 5, j + 5).
-  """
-  radius, sigma = compare.SSIM_RADIUS, compare.SSIM_SIGMA
-  taps = jnp.exp(-0.5 * (jnp.arange(-radius, radius + 1) / sigma) ** 2)
-  window = jnp.outer(taps, taps) / jnp.sum(taps) ** 2
-  stack = jnp.stack([a, b, a * a, b * b, a * b])[:, None]  # [5, 1, H, W]
-  mu_a, mu_b, aa, bb, ab = jax.lax.conv_general_dilated(
-      stack, window[None, None], (1, 1), 'VALID')[:, 0]
-  var_a, var_b = aa - mu_a ** 2, bb - mu_b ** 2
-  cov = ab - mu_a * mu_b
-  c1, c2 = compare.SSIM_C1, compare.SSIM_C2
-  return ((2 * mu_a * mu_b + c1) * (2 * cov + c2)
-          / ((mu_a ** 2 + mu_b ** 2 + c1) * (var_a + var_b + c2)))
-
-
 def region_ssim(picture: jax.Array, photo: jax.Array, masks: jax.Array
                 ) -> jax.Array:
   """float32[R]: each region's SSIM of the luminances to the photo.
@@ -71,7 +51,7 @@ def region_ssim(picture: jax.Array, photo: jax.Array, masks: jax.Array
   """
   def luma(rgb):
     return color.rgb_to_yiq(rgb)[..., 0]
-  values = ssim_map(luma(picture), luma(photo))
+  values = compare.ssim_map(luma(picture), luma(photo))
   r = compare.SSIM_RADIUS
   h, w = picture.shape[:2]
   inside = masks[r:h - r, r:w - r]  # The window centres' weights.
