@@ -1,8 +1,11 @@
 """Regions end to end: the config fields through spec.parse and the engine."""
 
+import json
+import signal
 from pathlib import Path
 
 import numpy as np
+import pytest
 from PIL import Image
 
 from configs import regions as regions_config
@@ -60,3 +63,42 @@ def test_a_sweep_with_regions_colour_control_and_two_scales(tmp_path):
   # Three iterations: small steps, but the style weight moved the sky.
   assert np.abs(first - second)[:20].mean() > 0
   assert all(m['photo'] > 0 for m in result['members'])
+
+
+@pytest.mark.slow
+def test_a_stopped_regions_run_resumes_to_the_same_pixels(tmp_path,
+                                                          start_script):
+  """Ctrl-C after the first chunk of configs/regions.py:photo_town (guided
+  style, a kept region), then --config.resume: the picture of an
+  uninterrupted run (the region targets are rebuilt, the state reloaded)."""
+  overrides = {'image_size': 64, 'max_iterations': 6, 'snapshot_every': 2}
+
+  def config(**extra):
+    c = regions_config.get_config('photo_town')
+    for key, value in {**overrides, **extra}.items():
+      setattr(c, key, value)
+    return c
+
+  workdir = tmp_path / 'stopped'
+  proc = start_script('run.py', '--config=configs/regions.py:photo_town',
+                      *(f'--config.{k}={v}' for k, v in overrides.items()),
+                      f'--workdir={workdir}')
+  for line in proc.stdout:
+    if line.startswith('iter'):
+      proc.send_signal(signal.SIGINT)
+      break
+  _, err = proc.communicate(timeout=300)
+  assert proc.returncode == 130, err
+  assert (workdir / 'state.npz').is_file()
+  assert not (workdir / 'final.png').exists()
+
+  quiet = lambda _: None
+  transfer.run(config(resume=str(workdir)), log=quiet)
+  straight = transfer.run(config(), tmp_path / 'straight', log=quiet)
+  straight = np.asarray(Image.open(straight['final']), np.int16)
+  resumed = np.asarray(Image.open(workdir / 'final.png'), np.int16)
+  assert np.abs(resumed - straight).max() <= 1
+  rows = [json.loads(l) for l in (workdir / 'losses.jsonl').read_text()
+          .splitlines()]
+  assert [r['iteration'] for r in rows] == [2, 4, 6]
+  assert all(r['photo'] > 0 for r in rows)
