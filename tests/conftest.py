@@ -17,6 +17,7 @@ signal and distributed ones: see pyproject.toml); CI runs everything.
 
 import os
 from pathlib import Path
+import signal
 import subprocess
 import sys
 
@@ -141,6 +142,19 @@ def start_script():
       proc.wait()
 
 
+def _ctrl_c_at(proc: subprocess.Popen, prefix: str) -> str:
+  """Sends SIGINT to a script started by `start_script` at its first stdout
+  line starting with `prefix` (e.g. 'iter': the first chunk is done), checks
+  that it exits with 130 and returns its stderr."""
+  for line in proc.stdout:
+    if line.startswith(prefix):
+      proc.send_signal(signal.SIGINT)
+      break
+  _, err = proc.communicate(timeout=300)
+  assert proc.returncode == 130, err
+  return err
+
+
 def assert_user_error(done: subprocess.CompletedProcess, *needles: str,
                       lines: int | None = None) -> list[str]:
   """Checks a script's refusal: exit status 2, no traceback, every needle in
@@ -154,6 +168,13 @@ def assert_user_error(done: subprocess.CompletedProcess, *needles: str,
   for needle in needles:
     assert any(needle in l for l in errors), (needle, errors)
   return errors
+
+
+@pytest.fixture(scope='session')
+def ctrl_c_at():
+  """`_ctrl_c_at(proc, prefix)`: Ctrl-C a started script at its first line
+  starting with `prefix`; checks exit status 130, returns stderr."""
+  return _ctrl_c_at
 
 
 @pytest.fixture(scope='session')

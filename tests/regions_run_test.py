@@ -1,7 +1,6 @@
 """Regions end to end: the config fields through spec.parse and the engine."""
 
 import json
-import signal
 from pathlib import Path
 
 import numpy as np
@@ -66,8 +65,8 @@ def test_a_sweep_with_regions_colour_control_and_two_scales(tmp_path):
 
 
 @pytest.mark.slow
-def test_a_stopped_regions_run_resumes_to_the_same_pixels(tmp_path,
-                                                          start_script):
+def test_a_stopped_regions_run_resumes_to_the_same_pixels(
+    tmp_path, start_script, ctrl_c_at):
   """Ctrl-C after the first chunk of configs/regions.py:photo_town (guided
   style, a kept region), then --config.resume: the picture of an
   uninterrupted run (the region targets are rebuilt, the state reloaded)."""
@@ -83,12 +82,7 @@ def test_a_stopped_regions_run_resumes_to_the_same_pixels(tmp_path,
   proc = start_script('run.py', '--config=configs/regions.py:photo_town',
                       *(f'--config.{k}={v}' for k, v in overrides.items()),
                       f'--workdir={workdir}')
-  for line in proc.stdout:
-    if line.startswith('iter'):
-      proc.send_signal(signal.SIGINT)
-      break
-  _, err = proc.communicate(timeout=300)
-  assert proc.returncode == 130, err
+  ctrl_c_at(proc, 'iter')
   assert (workdir / 'state.npz').is_file()
   assert not (workdir / 'final.png').exists()
 

@@ -12,7 +12,6 @@ their own only where that is the point: to their end once, to be interrupted
 import json
 import os
 from pathlib import Path
-import signal
 import subprocess
 import sys
 import textwrap
@@ -486,16 +485,11 @@ def test_content_folder_members_and_sheet(tmp_path):
 
 @pytest.mark.slow
 def test_sweep_survives_ctrl_c_and_resumes_to_the_same_pixels(
-    grid, tmp_path, start_script):
+    grid, tmp_path, start_script, ctrl_c_at):
   workdir = tmp_path / 'interrupted'
   saved = grid[0]['workdir'] / 'config.json'
   proc = start_script('sweep.py', f'--config={saved}', f'--workdir={workdir}')
-  for line in proc.stdout:
-    if line.startswith('members'):
-      proc.send_signal(signal.SIGINT)
-      break
-  _, err = proc.communicate(timeout=300)
-  assert proc.returncode == 130, err
+  err = ctrl_c_at(proc, 'members')
   assert f'--config.resume={workdir}' in err and 'Traceback' not in err
   assert (workdir / 'state.npz').is_file()
   assert not (workdir / 'contact_sheet.png').exists()

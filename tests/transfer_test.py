@@ -241,17 +241,12 @@ STARRY_48 = ['--config=configs/starry.py:quick', '--config.image_size=48',
 
 
 @pytest.mark.slow
-def test_sigint_saves_state_and_resume_matches_uninterrupted(tmp_path,
-                                                            start_script):
+def test_sigint_saves_state_and_resume_matches_uninterrupted(
+    tmp_path, start_script, ctrl_c_at):
   # Interrupt run.py as soon as the first chunk is reported.
   workdir = tmp_path / 'interrupted'
   proc = start_script('run.py', *STARRY_48, f'--workdir={workdir}')
-  for line in proc.stdout:
-    if line.startswith('iter'):
-      proc.send_signal(signal.SIGINT)
-      break
-  _, err = proc.communicate(timeout=300)
-  assert proc.returncode == 130, err
+  err = ctrl_c_at(proc, 'iter')
   assert f'--config.resume={workdir}' in err and 'Traceback' not in err
   assert (workdir / 'state.npz').is_file()
   snapshots = sorted((workdir / 'snapshots').iterdir())
