@@ -113,8 +113,7 @@ def _region_targets(plan: regions.Plan, params: dict,
   masks = plan.masks(hw)
   if log is not None:
     log(regions.describe(plan.content, masks.mean(axis=(0, 1)), plan.mapping,
-                         style_names,
-                         plan.style_maps))
+                         style_names, plan.style_maps))
   term = next(t for t in loss_spec.terms if isinstance(t, losses.GuidedStyle))
   styled = [m.region for m in plan.styled]
   style_masks = [jnp.asarray(plan.style_masks(i, s.shape[:2]))

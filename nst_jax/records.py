@@ -83,8 +83,9 @@ def loss_row(spec: spec_lib.RunSpec, member: spec_lib.Member, scale: int,
   return {'member': member.index, **row} if spec.sweep else row
 
 
-# losses.jsonl fields that are not loss terms.
+# losses.jsonl fields that are not loss terms, and the terms every run has.
 _ROW_FIELDS = ('member', 'scale', 'iteration', 'evaluations', 'seconds')
+_BASE_TERMS = ('content', 'style', 'tv')
 
 
 def result_row(member: spec_lib.Member, rows: Sequence[dict], status: str,
@@ -96,10 +97,10 @@ def result_row(member: spec_lib.Member, rows: Sequence[dict], status: str,
   mine = [row for row in rows if row.get('member', 0) == member.index]
   per_scale = {row['scale']: row for row in mine}.values()  # each one's last
   last = mine[-1] if mine else {}
-  extra = [k for k in last if k not in _ROW_FIELDS]
+  extra = [k for k in last if k not in (*_ROW_FIELDS, *_BASE_TERMS, 'total')]
   return {'member': member.index, 'file': member.file, 'values': member.values,
           **{k: last.get(k, float('nan'))
-             for k in ('content', 'style', 'tv', *extra, 'total')},
+             for k in (*_BASE_TERMS, *extra, 'total')},
           'iterations': sum(row['iteration'] for row in per_scale),
           'evaluations': sum(row['evaluations'] for row in per_scale),
           'status': status, 'device': device}
