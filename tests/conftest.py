@@ -5,7 +5,8 @@ and every script it starts: a program that several tests build (the same
 config run in process and through scripts/run.py, a sweep member and its
 single run) compiles once. It is a fresh folder under pytest's basetemp, so a
 session is timed cold as CI sees it; set $NST_COMPILATION_CACHE to a folder
-to keep it between sessions (a faster local loop), or to 'off'.
+to keep it between sessions (a faster local loop), or to 'off'. Under
+pytest-xdist (pyproject's `-n auto`) the workers share that one folder.
 
 The scripts' exit-status contract (0, or 2 with one `error:` line per problem
 and no traceback) is checked once per script through `run_script` /
@@ -29,6 +30,7 @@ import jax.numpy as jnp
 import ml_collections
 from ml_collections import config_flags
 import numpy as np
+import psutil
 import pytest
 
 from nst_jax import cli
@@ -40,9 +42,21 @@ from nst_jax import weights
 REPO = Path(__file__).resolve().parents[1]
 _SHARED_IMAGES = REPO.parent / 'shared' / 'images'
 
+# On a GPU each xdist worker would otherwise take 75% of its memory at start.
+os.environ.setdefault('XLA_PYTHON_CLIENT_PREALLOCATE', 'false')
+
 # CI sets NST_ASSETS_DIR=../shared/images; default to it for local runs too.
 if 'NST_ASSETS_DIR' not in os.environ and _SHARED_IMAGES.is_dir():
   os.environ['NST_ASSETS_DIR'] = str(_SHARED_IMAGES)
+
+
+def pytest_xdist_auto_num_workers(config) -> int:
+  """`-n auto`: one worker per core, at most one per 3 GiB of free memory
+  (the largest tests, the memory probes and sweeps, peak near 2 GiB)."""
+  del config
+  cores = len(os.sched_getaffinity(0))
+  free_gib = psutil.virtual_memory().available / 2**30
+  return max(1, min(cores, int(free_gib // 3)))
 
 
 @pytest.fixture(scope='session', autouse=True)
@@ -51,7 +65,10 @@ def compilation_cache(tmp_path_factory) -> Path | None:
   test compiles, and passed to child processes through the environment."""
   chosen = os.environ.get(runtime.CACHE_ENV, '').strip()
   if not chosen:
-    chosen = str(tmp_path_factory.getbasetemp() / 'jax_cache')
+    session = tmp_path_factory.getbasetemp()
+    if os.environ.get('PYTEST_XDIST_WORKER'):
+      session = session.parent  # popen-gwN's parent: the whole session's
+    chosen = str(session / 'jax_cache')
   settings = runtime.configure(chosen)
   os.environ[runtime.CACHE_ENV] = str(settings.cache_dir or 'off')
   return settings.cache_dir

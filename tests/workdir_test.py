@@ -12,12 +12,14 @@ possible; scripts only where the exit status is the subject.
 import json
 import multiprocessing
 import os
+import re
 import socket
 import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
+import psutil
 import pytest
 from PIL import Image
 
@@ -133,8 +135,11 @@ def test_two_scripts_racing_for_a_workdir(tmp_path, start_script, user_error):
 
 def test_a_held_workdir_is_refused_naming_its_run(tmp_path):
   with workdir_lib.claim(tmp_path / 'w', resume=False):
+    # The holder is named by pid and command line (under xdist a worker's
+    # command is python -c ..., not pytest).
+    command = re.escape(psutil.Process().cmdline()[0])
     with pytest.raises(UserError, match=rf'in use by another run \(pid '
-                       rf'{os.getpid()} on .*: .*pytest'):
+                       rf'{os.getpid()} on .*: {command}'):
       with workdir_lib.claim(tmp_path / 'w', resume=False):
         pass
   assert not (tmp_path / 'w' / workdir_lib.LOCK_FILE).exists()
