@@ -67,9 +67,15 @@ def guided_gram_sums(features: jax.Array, masks: jax.Array
     both add over disjoint sets of positions (tiles).
   """
   flat, weights = _flat(features, masks)
-  guided = weights.T[:, :, None] * flat[None]  # [R, n, C]: F * T_r
-  sums = jnp.einsum('rnc,rnd->rcd', guided, guided, precision=_HIGHEST)
-  return sums, jnp.sum(jnp.square(weights), axis=0)
+  (n, c), r = flat.shape, weights.shape[-1]
+  squares = jnp.square(weights)
+  # sum_p T_r^2 f f^T = (T_r^2 F)^T F for every r in one matrix product:
+  # [T_1^2 F | ... | T_R^2 F]^T F, float32[R C, C]. A batched product of
+  # the R copies of T_r F costs 2.3x this on the CPU (measured at 512 px,
+  # two regions: docs/regions.md).
+  stacked = (flat[:, None, :] * squares[:, :, None]).reshape(n, r * c)
+  sums = jnp.einsum('nk,nd->kd', stacked, flat, precision=_HIGHEST)
+  return sums.reshape(r, c, c), jnp.sum(squares, axis=0)
 
 
 def guided_gram(features: jax.Array, masks: jax.Array) -> jax.Array:
