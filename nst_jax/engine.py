@@ -199,7 +199,9 @@ def run(spec: spec_lib.RunSpec, log: Log = print, *,
      'values', loss terms, 'iterations', 'evaluations', 'status' ('finished',
      'converged' or 'diverged'), 'device'], 'sheet': Path | None, 'devices',
      'sharding': the last call's image sharding, 'traces': {name: count},
-     'seconds', 'rows': the losses.jsonl rows}.
+     'seconds', 'rows': the losses.jsonl rows, 'stopped_by': the signal
+     ('SIGINT', 'SIGTERM') that came during the last chunk, which the run
+     then finished, or None; a caller with more to do stops there}.
     Only process 0 writes files; every process returns the same.
 
   Raises:
@@ -249,6 +251,7 @@ def run(spec: spec_lib.RunSpec, log: Log = print, *,
               f'{len(calls)} compiled calls: their images are in '
               f'{spec.workdir}; continue with '
               f'{workdir_lib.continue_command(spec.workdir)}')
+      stopped_by = stop.signal_name
 
     rows, sheet = _write_results(r, sha, versions)
   for line in progress.result_lines(spec, rows, sheet, time.perf_counter() - t0,
@@ -260,7 +263,7 @@ def run(spec: spec_lib.RunSpec, log: Log = print, *,
                            else row['file']) for row in rows],
           'devices': [str(d) for d in devices], 'sharding': sharding,
           'traces': dict(r.traces), 'seconds': time.perf_counter() - t0,
-          'rows': r.rows}
+          'rows': r.rows, 'stopped_by': stopped_by}
 
 
 def _load_params(spec: spec_lib.RunSpec, log: Log) -> tuple[dict, dict]:

@@ -71,6 +71,7 @@ from nst_jax import temporal
 from nst_jax import vgg
 from nst_jax import video_io
 from nst_jax import video_spec
+from nst_jax import workdir as workdir_lib
 from nst_jax.errors import UserError
 from nst_jax.signals import Interrupted
 
@@ -211,6 +212,11 @@ class _Clip:
           f'{str(e).split(";")[0]}; continue the clip with the same command '
           f'plus --config.resume={self.workdir}') from e
     self.seconds += time.perf_counter() - t0
+    if result['stopped_by']:  # during the unit's last chunk: it is done
+      raise Interrupted(
+          f'stopped by {result["stopped_by"]} after {what}, which is saved in '
+          f'{unit}; continue the clip with the same command plus '
+          f'--config.resume={self.workdir}')
     return [Path(m['file']) for m in result['members']]
 
   def save_results(self, folder: Path, pngs: Sequence[Path],
@@ -273,15 +279,22 @@ def run(config: ml_collections.ConfigDict,
   elif workdir is None:
     workdir = spec_lib.default_workdir(config)
   workdir = Path(workdir)
-  _check_record(config, workdir)
-  clip = _Clip(config, vspec, workdir, log)
-  clip.read_input()
+  # One clip per workdir at a time (each unit's engine run claims its own
+  # folder under runs/ too). What is written stays: the clip continues.
+  with workdir_lib.claim(workdir, resume=True):
+    _check_record(config, workdir)
+    clip = _Clip(config, vspec, workdir, log)
+    clip.read_input()
+    t0 = time.perf_counter()
+    results = (_sequential if vspec.mode == 'sequential' else _multipass)(
+        clip, t0)
+    return _finish(clip, results)
+
+
+def _finish(clip: _Clip, results: list[np.ndarray]) -> dict[str, Any]:
+  """frames/, the strip and the video of a finished clip; run's result."""
+  vspec, workdir, log = clip.vspec, clip.workdir, clip.log
   t_count = len(clip.inputs)
-  t0 = time.perf_counter()
-  if vspec.mode == 'sequential':
-    results = _sequential(clip, t0)
-  else:
-    results = _multipass(clip, t0)
   frames = clip.save_results(workdir / 'frames', [
       video_io.frame_path(clip.last_folder, t) for t in range(t_count)]) \
       if clip.last_folder != workdir / 'frames' else results

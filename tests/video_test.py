@@ -21,6 +21,7 @@ from nst_jax import testclips
 from nst_jax import video
 from nst_jax import video_io
 from nst_jax import video_spec
+from nst_jax import workdir as workdir_lib
 from nst_jax.errors import UserError
 from nst_jax.signals import Interrupted
 
@@ -153,6 +154,14 @@ def test_sequential_starts_each_frame_from_the_last_one(clip_folder,
   assert '"iteration": 2' in rows[-1]
 
 
+def test_a_clip_in_use_is_refused_before_writing(clip_folder, tmp_path):
+  with workdir_lib.claim(tmp_path / 'v', resume=True):
+    with pytest.raises(UserError, match=r'^--workdir=.* is in use by another '
+                       r'run \(pid '):
+      video.run(_config(clip_folder), tmp_path / 'v', log=lambda _: None)
+    assert not (tmp_path / 'v' / video.RECORD).exists()
+
+
 class _Killed(Exception):
   """Stands for SIGKILL: the run stops at once, saving nothing more."""
 
@@ -163,6 +172,15 @@ def test_a_stopped_or_killed_clip_continues_to_the_same_pixels(clip_folder,
   # Two calls of two frames per pass, two chunks per call after pass 1.
   config = _config(clip_folder, chunk=2, output='', later_iterations=4)
   whole = video.run(config, tmp_path / 'whole', log=lambda _: None)
+
+  def ctrl_c_in_pass_1s_last_chunk(line):  # the engine finishes that call
+    if line.startswith('[pass 1/2') and 'members 2-3  iter     4/4' in line:
+      os.kill(os.getpid(), signal.SIGINT)
+  with pytest.raises(Interrupted, match=r'after pass 1/2.*--config.resume='):
+    video.run(config, tmp_path / 'cut', log=ctrl_c_in_pass_1s_last_chunk)
+  # Pass 1 is done and pass 2 was not begun.
+  assert not (tmp_path / 'cut' / 'runs' / 'pass_1' / 'state.npz').exists()
+  assert not (tmp_path / 'cut' / 'runs' / 'pass_2').exists()
 
   def ctrl_c_in_pass_2(line):  # in its first call's first chunk
     if line.startswith('[pass 2/2') and 'iter ' in line:
