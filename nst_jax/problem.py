@@ -104,12 +104,12 @@ _region_style_targets = jax.jit(losses.region_targets,
 
 def _region_targets(plan: regions.Plan, params: dict,
                     loss_spec: losses.LossSpec, hw: tuple[int, int],
-                    seen: jax.Array, styles: Sequence[jax.Array],
+                    styles: Sequence[jax.Array],
                     style_names: Sequence[str], key: jax.Array,
                     log: Log | None) -> dict:
-  """targets['style'] ('style_coarse') of the regions' GuidedStyle, and
-  targets['photo'] of PhotoHold, for a picture of size hw (`seen`: the
-  content as the network sees it, RGB in [0, 1])."""
+  """targets['style'] ('style_coarse') of the regions' GuidedStyle for a
+  picture of size hw: they depend on the style images (RGB in [0, 1]), the
+  masks and the projections' key, not on the photo."""
   masks = plan.masks(hw)
   if log is not None:
     log(regions.describe(plan.content, masks.mean(axis=(0, 1)), plan.mapping,
@@ -121,10 +121,15 @@ def _region_targets(plan: regions.Plan, params: dict,
   out = _region_style_targets(
       params, term, loss_spec, jnp.asarray(masks[..., styled]),
       [vgg.preprocess(s) for s in styles], style_masks, plan.sources(), key)
-  if plan.kept:
-    kept = masks[..., list(plan.kept)].sum(axis=-1, keepdims=True)
-    out['photo'] = losses.photo_target(vgg.preprocess(seen), jnp.asarray(kept))
   return out
+
+
+def _photo_target(plan: regions.Plan, hw: tuple[int, int], seen: jax.Array
+                  ) -> dict:
+  """targets['photo'] of PhotoHold: `seen` (the content as the network sees
+  it, RGB in [0, 1]) inside the regions kept as the photo."""
+  kept = plan.masks(hw)[..., list(plan.kept)].sum(axis=-1, keepdims=True)
+  return losses.photo_target(vgg.preprocess(seen), jnp.asarray(kept))
 
 
 def build_problem(spec: spec_lib.RunSpec, members: Sequence[spec_lib.Member],
@@ -177,8 +182,12 @@ def build_problem(spec: spec_lib.RunSpec, members: Sequence[spec_lib.Member],
   # (its projections): compute them once per distinct pair.
   by_seed = loss_spec.style_loss == 'sliced_wasserstein'
   keys = [(m.content_path, m.seed if by_seed else 0) for m in members]
+  # The style targets depend on the content only through colour control.
+  style_depends = (spec.preserve_color != '', by_seed)
+  style_key = lambda key: tuple(k if d else None
+                                for k, d in zip(key, style_depends))
   blend = jnp.asarray(spec.style_blend, jnp.float32)
-  targets = {}
+  targets, region_styles = {}, {}
   for key in dict.fromkeys(keys):
     _, seen, styles = loaded[key[0]]
     with phases.phase('targets'):
@@ -186,15 +195,19 @@ def build_problem(spec: spec_lib.RunSpec, members: Sequence[spec_lib.Member],
           params, vgg.preprocess(seen), [vgg.preprocess(s) for s in styles],
           blend, loss_spec, key=prng_keys(key[1])['projections'])
       if spec.regions is not None:
-        targets[key].update(_region_targets(
-            spec.regions, params, loss_spec, hw, seen, styles,
-            [str(p) for p in spec.style_paths],
-            prng_keys(key[1])['projections'],
-            log if key == keys[0] else None))
+        # Once per style key: a sweep over photos (or a clip's frames)
+        # shares them.
+        if style_key(key) not in region_styles:
+          region_styles[style_key(key)] = _region_targets(
+              spec.regions, params, loss_spec, hw, styles,
+              [str(p) for p in spec.style_paths],
+              prng_keys(key[1])['projections'],
+              log if key == keys[0] else None)
+        targets[key].update(region_styles[style_key(key)])
+        if spec.regions.kept:
+          targets[key]['photo'] = _photo_target(spec.regions, hw, seen)
       jax.block_until_ready(targets[key])  # timed here, not where first used
-  style_depends = (spec.preserve_color != '', by_seed)
-  style_keys = [tuple(k if d else None for k, d in zip(key, style_depends))
-                for key in keys]
+  style_keys = [style_key(key) for key in keys]
   shared, per_member = {}, {}
   parts = [('content', {k[0] for k in keys}), ('style', set(style_keys))]
   if 'photo' in targets[keys[0]]:  # regions kept as the photo

@@ -128,6 +128,7 @@ def default_config() -> ml_collections.ConfigDict:
   c.sweep.tv_weight = ''        # e.g. '0,1,10'
   c.sweep.style_layer_weights = ''  # ';'-separated lists, one number per style layer
   c.sweep.seed = ''             # e.g. '0,1,2,3' (noise start, sliced-Wasserstein projections)
+  c.sweep.region_photo_weight = ''  # e.g. '0,100,1000' (regions kept as the photo)
   c.sweep.mode = 'grid'         # 'grid': every combination; 'zip': i-th values together
   c.sweep.chunk = 0             # members per compiled call (rounded up to a multiple of the devices); 0 = all
   c.sweep.batch = 1             # members a device evaluates at once (vmap); 1 = one by one; 0 = all
@@ -158,8 +159,11 @@ INIT_MODES = ('content', 'noise', 'style')
 PRESERVE_COLOR = ('', 'luminance', 'histogram')
 # Fields of config.sweep that list values (the others are its settings).
 SWEEPABLE = ('content', 'content_weight', 'style_weight', 'tv_weight',
-             'style_layer_weights', 'seed')
+             'style_layer_weights', 'seed', 'region_photo_weight')
 SWEEP_MODES = ('grid', 'zip')
+NO_KEPT_REGION = ('config.sweep.region_photo_weight is set but no region keeps '
+                  "the photo: map a region to 'none' in config.region_styles "
+                  "(e.g. 'white=none'), or clear it")
 # Refuse sweeps that are surely typos rather than start thousands of runs.
 MAX_MEMBERS = 4096
 # Loss weights are float32 on the device: a larger one is infinite there.
@@ -712,6 +716,8 @@ def _check_sweep(config, num_style_layers: int, problems: list[str]):
                maximum=2048, where='config.sweep.')
   values = {f: _sweep_values(f, str(sweep[f]), num_style_layers, problems)
             for f in fields}
+  if values.get('region_photo_weight') and not config.get('region_styles'):
+    problems.append(NO_KEPT_REGION)
   if 'seed' in fields and config.get('init') != 'noise' and \
       config.get('style_loss') != 'sliced_wasserstein':
     problems.append(f'config.sweep.seed is set but config.init='
@@ -945,8 +951,10 @@ def _loss_specs(config: ml_collections.ConfigDict,
   hold where a region keeps the photo)."""
   extra_terms = ()
   if plan is not None:
-    extra_terms = (losses.GuidedStyle(style_layers, config.normalization,
-                                      config.style_loss, 64),)
+    # As many projections as the whole-image sliced-Wasserstein loss.
+    extra_terms = (losses.GuidedStyle(
+        style_layers, config.normalization, config.style_loss,
+        losses.LossSpec.sliced_projections),)
     if plan.kept:
       extra_terms += (losses.PhotoHold(),)
   return tuple(
@@ -1018,6 +1026,9 @@ def parse(config: ml_collections.ConfigDict, workdir: str | os.PathLike | None,
                                 problems)
   plan = _regions(config, style_specs, style_sizes, members, scale_levels,
                   style_layers, problems) if sizes_ok else None
+  if sweep and plan is not None and not plan.kept and \
+      'region_photo_weight' in swept_fields(config):
+    problems.append(NO_KEPT_REGION)
   weights = _weights(config, problems)
   # --- Workdir.
   if workdir is None:

@@ -84,6 +84,7 @@ OUT_OF_RANGE_SWEEP = {
     'sweep.tv_weight': 'inf', 'sweep.style_layer_weights': '1,2',
     'sweep.seed': '1,99999999999', 'sweep.mode': 'diagonal', 'sweep.chunk': '-1',
     'sweep.batch': '-1', 'sweep.tile_size': '0',
+    'sweep.region_photo_weight': '-5',
 }
 OUT_OF_RANGE_SWEEP_INPUTS = {
     'sweep.content': 'no_such_photo', 'style': 'no_such_painting',

@@ -6,11 +6,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
+from PIL import ImageOps
 
 from configs import regions as regions_config
 from nst_jax import losses
+from nst_jax import problem
 from nst_jax import spec
 from nst_jax import transfer
+from nst_jax import vgg
+from nst_jax.errors import UserError
 
 LABELS = Path(__file__).resolve().parents[1] / 'configs' / 'regions'
 
@@ -38,8 +42,8 @@ def test_the_default_config_has_no_regions(tmp_path):
 
 def test_a_sweep_with_regions_colour_control_and_two_scales(tmp_path):
   """A transparent PNG's two regions, one kept as the photo; a sweep over
-  style_weight with preserve_color and two scales runs, logs the regions,
-  and the members differ."""
+  the kept region's weight with preserve_color and two scales runs, logs
+  the regions, and holds the kept region closer with the larger weight."""
   alpha = np.zeros((192, 256), np.uint8)
   alpha[:80] = 255  # the sky opaque, the town transparent
   rgba = np.dstack([np.full((192, 256, 3), 90, np.uint8), alpha])
@@ -51,17 +55,24 @@ def test_a_sweep_with_regions_colour_control_and_two_scales(tmp_path):
   config.region_feather = 4.0
   config.preserve_color = 'luminance'
   config.image_size, config.scales = 64, 2
-  config.max_iterations, config.snapshot_every = 3, 3
-  config.sweep.style_weight = '0.01,1'
+  config.max_iterations, config.snapshot_every = 15, 15
+  # From noise, with a style weight that leaves the kept town's photo term
+  # (~4e3 per unit of weight at the start) the larger pull at weight 1e5.
+  config.init, config.style_weight = 'noise', 1e-3
+  config.sweep.region_photo_weight = '0,1e5'
   lines = []
   result = transfer.run(config, tmp_path / 'run', lines.append, sweep=True)
   assert any(l.startswith('regions: opaque 4') and
              'transparent 5' in l and '-> none' in l for l in lines), lines
-  first, second = (np.asarray(Image.open(m['file']), np.float32)
-                   for m in result['members'])
-  # Three iterations: small steps, but the style weight moved the sky.
-  assert np.abs(first - second)[:20].mean() > 0
-  assert all(m['photo'] > 0 for m in result['members'])
+  assert [m['values']['region_photo_weight'] for m in result['members']] == [
+      0.0, 1e5]
+  photo = np.asarray(Image.open(spec.parse(config, None, sweep=True)
+                                .members[0].content_path).convert('RGB')
+                     .resize((64, 48), Image.LANCZOS), np.float32)
+  held, free = (np.abs(np.asarray(Image.open(m['file']), np.float32)
+                       - photo)[30:].mean()
+                for m in reversed(result['members']))
+  assert held < 0.8 * free, (held, free)
 
 
 @pytest.mark.slow
@@ -96,3 +107,41 @@ def test_a_stopped_regions_run_resumes_to_the_same_pixels(
           .splitlines()]
   assert [r['iteration'] for r in rows] == [2, 4, 6]
   assert all(r['photo'] > 0 for r in rows)
+
+
+def test_a_sweep_over_photos_computes_the_region_style_targets_once(
+    tmp_path, monkeypatch, random_params):
+  config = regions_config.get_config('photo_town,quick')
+  photo = Image.open(spec.parse(config, None).members[0].content_path)
+  for name, picture in (('a', photo), ('b', ImageOps.mirror(photo))):
+    picture.convert('RGB').save(tmp_path / f'{name}.png')
+  config.sweep.content = f'{tmp_path / "a.png"},{tmp_path / "b.png"}'
+  run = spec.parse(config, None, sweep=True)
+  calls = []
+  real = problem._region_targets  # pylint: disable=protected-access
+  monkeypatch.setattr(problem, '_region_targets',
+                      lambda *a, **k: calls.append(1) or real(*a, **k))
+  built = problem.build_problem(run, run.members, 0,
+                                vgg.prepare_params(random_params),
+                                log=lambda _: None)
+  assert len(calls) == 1
+  # The style targets are shared; the photo each member keeps is its own.
+  assert 'style' in built.shared and 'style' not in built.per_member
+  kept = built.per_member['photo']['photo']
+  assert kept.shape[0] == 2 and not np.allclose(kept[0], kept[1])
+
+
+@pytest.mark.parametrize('region_styles', ['', 'opaque=starry_night'])
+def test_sweeping_the_photo_weight_needs_a_region_kept_as_the_photo(
+    tmp_path, region_styles):
+  config = spec.default_config()
+  if region_styles:
+    rgba = np.zeros((192, 256, 4), np.uint8)
+    rgba[:80, :, 3] = 255
+    Image.fromarray(rgba, 'RGBA').save(tmp_path / 'sky.png')
+    config.content_regions = str(tmp_path / 'sky.png')
+    config.region_styles = region_styles + ', transparent=starry_night'
+  config.sweep.region_photo_weight = '0,10'
+  with pytest.raises(UserError) as e:
+    spec.parse(config, None, sweep=True)
+  assert str(e.value).splitlines() == [spec.NO_KEPT_REGION]
