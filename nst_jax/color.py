@@ -82,6 +82,14 @@ def _grey(y: jax.Array) -> jax.Array:
   return jnp.repeat(y[..., None], 3, axis=-1)
 
 
+def luminance_image(rgb: jax.Array) -> jax.Array:
+  """float32[..., 3] in [0, 1] -> its grey luminance image (all three
+  channels Y, clipped to [0, 1]): what luminance-only mode optimises, and so
+  the space of a result that a later optimisation starts from or is pulled
+  towards (video frames)."""
+  return _grey(jnp.clip(rgb_to_yiq(rgb)[..., 0], 0.0, 1.0))
+
+
 def luminance_only(content_rgb: jax.Array, style_rgb: jax.Array
                    ) -> tuple[jax.Array, jax.Array]:
   """The grey images to optimise with in luminance-only mode.

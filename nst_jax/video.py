@@ -60,6 +60,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
+from nst_jax import color
 from nst_jax import engine
 from nst_jax import files
 from nst_jax import flow as flow_lib
@@ -145,11 +146,20 @@ class _Clip:
         self.frames, flow_lib.FlowSettings(vspec.gaps, vspec.flow_preset),
         self.workdir / 'flow.npz')
 
+  def working(self, rgb: np.ndarray) -> np.ndarray:
+    """A result (RGB float32[..., H, W, 3] in [0, 1]) in the space the
+    optimiser works in: itself, or with preserve_color='luminance' its grey
+    luminance (the frames are optimised as luminance, then recoloured)."""
+    if self.config.get('preserve_color') != 'luminance':
+      return rgb
+    return np.asarray(color.luminance_image(jnp.asarray(rgb)))
+
   def neighbours(self, results: Sequence[np.ndarray], t: int, direction: int
                  ) -> tuple[np.ndarray, np.ndarray]:
     """Frame t's neighbours t - direction j, j in gaps, of `results` warped
-    into frame t: (Caffe float32[J, H, W, 3], confidence float32[J, H, W]);
-    a neighbour outside the clip gets confidence 0."""
+    into frame t, in the working space (`working`): (Caffe float32[J, H, W,
+    3], confidence float32[J, H, W]); a neighbour outside the clip gets
+    confidence 0."""
     flows, confidences = ((self.flow.backward, self.flow.backward_confidence)
                           if direction > 0 else
                           (self.flow.forward, self.flow.forward_confidence))
@@ -161,7 +171,8 @@ class _Clip:
       if 0 <= s < len(results):
         warped[g] = flow_lib.warp(results[s], flows[g, t])
         confidence[g] = confidences[g, t]
-    return np.asarray(vgg.preprocess(jnp.asarray(warped))), confidence
+    return (np.asarray(vgg.preprocess(jnp.asarray(self.working(warped)))),
+            confidence)
 
   def member_inputs(self, starts: Callable[[int], np.ndarray | None],
                     targets: Callable[[int], tuple[np.ndarray, np.ndarray]]):
@@ -352,8 +363,8 @@ def _sequential(clip: _Clip, t0: float) -> list[np.ndarray]:
     path = video_io.frame_path(folder, t)
     if not path.is_file():
       start = (lambda _, t=t: None) if t == 0 else (
-          lambda _, t=t: np.asarray(flow_lib.warp(
-              results[t - 1], clip.flow.backward[0, t])))
+          lambda _, t=t: clip.working(np.asarray(flow_lib.warp(
+              results[t - 1], clip.flow.backward[0, t]))))
       inputs = clip.member_inputs(
           start, lambda s: clip.neighbours(results, s, +1))
       pngs = clip.run_unit(f'frame_{t:05d}', clip.base if t == 0 else later,
@@ -389,7 +400,7 @@ def _multipass(clip: _Clip, t0: float) -> list[np.ndarray]:
           warped, confidence = clip.neighbours(previous, t, direction)
           c = vspec.blend * confidence[0][..., None]
           neighbour = np.asarray(vgg.deprocess(jnp.asarray(warped[0])))
-          return (1.0 - c) * previous[t] + c * neighbour
+          return (1.0 - c) * clip.working(previous[t]) + c * neighbour
       if previous is None or p < vspec.temporal_from_pass:
         j = 2 * len(vspec.gaps)
         targets = lambda t: (

@@ -132,9 +132,6 @@ def parse_video(config: ml_collections.ConfigDict) -> VideoSpec:
     problems.append(f'config.sweep.{spec_lib.swept_fields(config)[0]} is set: '
                     'a video run makes its frames as the members; clear '
                     'config.sweep')
-  if config.get('preserve_color') == 'luminance':
-    problems.append("config.preserve_color='luminance' is not supported for "
-                    "video yet: use 'histogram' or ''")
   try:
     import cv2  # pylint: disable=import-outside-toplevel,unused-import
   except ImportError:

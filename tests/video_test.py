@@ -17,7 +17,9 @@ import pytest
 from PIL import Image
 
 from configs import video as video_config
+from nst_jax import color
 from nst_jax import testclips
+from nst_jax import vgg
 from nst_jax import video
 from nst_jax import video_io
 from nst_jax import video_spec
@@ -152,6 +154,37 @@ def test_sequential_starts_each_frame_from_the_last_one(clip_folder,
   rows = (tmp_path / 's' / 'runs' / 'frame_00002' / 'losses.jsonl'
           ).read_text().splitlines()
   assert '"iteration": 2' in rows[-1]
+
+
+@pytest.mark.slow
+def test_luminance_only_frames_are_pulled_towards_grey_neighbours(
+    clip_folder, tmp_path, monkeypatch):
+  # preserve_color='luminance' optimises grey luminance images: the starts
+  # and temporal targets the engine gets are grey too, and the frames come
+  # out recoloured with their own input's chroma.
+  seen = []
+  real_run = video.engine.run
+
+  def spy(spec, log, member_inputs=None, **kwargs):
+    start, extra = member_inputs(spec.members, spec.members[0].scale_hws[0])
+    seen.append((start, extra['temporal']['warped']))
+    return real_run(spec, log, member_inputs=member_inputs, **kwargs)
+  monkeypatch.setattr(video.engine, 'run', spy)
+  config = _config(clip_folder, frames=3, output='')
+  config.preserve_color = 'luminance'
+  result = video.run(config, tmp_path / 'v', log=lambda _: None)
+  (start_1, _), (start_2, warped_2) = seen
+  assert start_1 is None
+  # Pass 2: grey starts (RGB [0, 1]) and grey warped neighbours (Caffe:
+  # equal channels once the per-channel means are added back).
+  assert np.abs(start_2 - start_2[..., :1]).max() < 1e-6
+  assert np.ptp(np.asarray(vgg.deprocess(warped_2)), axis=-1).max() < 1e-5
+  frames = [np.asarray(Image.open(p), np.float32) / 255 for p in result['frames']]
+  inputs = result['inputs']
+  chroma = lambda rgb: np.asarray(color.rgb_to_yiq(rgb))[..., 1:]
+  for frame, source in zip(frames, inputs):
+    assert np.abs(chroma(frame) - chroma(source)).mean() < 0.03
+    assert np.abs(frame[..., 0] - frame[..., 2]).max() > 0.05  # not grey
 
 
 def test_a_clip_in_use_is_refused_before_writing(clip_folder, tmp_path):
