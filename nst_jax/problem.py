@@ -187,7 +187,7 @@ def build_problem(spec: spec_lib.RunSpec, members: Sequence[spec_lib.Member],
   style_key = lambda key: tuple(k if d else None
                                 for k, d in zip(key, style_depends))
   blend = jnp.asarray(spec.style_blend, jnp.float32)
-  targets, region_styles = {}, {}
+  targets, region_style_targets = {}, {}
   for key in dict.fromkeys(keys):
     _, seen, styles = loaded[key[0]]
     with phases.phase('targets'):
@@ -197,13 +197,13 @@ def build_problem(spec: spec_lib.RunSpec, members: Sequence[spec_lib.Member],
       if spec.regions is not None:
         # Once per style key: a sweep over photos (or a clip's frames)
         # shares them.
-        if style_key(key) not in region_styles:
-          region_styles[style_key(key)] = _region_targets(
+        if style_key(key) not in region_style_targets:
+          region_style_targets[style_key(key)] = _region_targets(
               spec.regions, params, loss_spec, hw, styles,
               [str(p) for p in spec.style_paths],
               prng_keys(key[1])['projections'],
               log if key == keys[0] else None)
-        targets[key].update(region_styles[style_key(key)])
+        targets[key].update(region_style_targets[style_key(key)])
         if spec.regions.kept:
           targets[key]['photo'] = _photo_target(spec.regions, hw, seen)
       jax.block_until_ready(targets[key])  # timed here, not where first used

@@ -45,6 +45,7 @@ Workdir:
                        audio copied)
 """
 
+import contextlib
 import dataclasses
 import json
 import os
@@ -292,7 +293,10 @@ def run(config: ml_collections.ConfigDict,
   workdir = Path(workdir)
   # One clip per workdir at a time (each unit's engine run claims its own
   # folder under runs/ too). What is written stays: the clip continues.
-  with workdir_lib.claim(workdir, resume=True):
+  # Process 0 writes, as in the engine.
+  claim = workdir_lib.claim(workdir, resume=True) \
+      if jax.process_index() == 0 else contextlib.nullcontext()
+  with claim:
     _check_record(config, workdir)
     clip = _Clip(config, vspec, workdir, log)
     clip.read_input()
