@@ -132,6 +132,14 @@ def _photo_target(plan: regions.Plan, hw: tuple[int, int], seen: jax.Array
   return losses.photo_target(vgg.preprocess(seen), jnp.asarray(kept))
 
 
+def _photo_list(paths: Sequence[Path]) -> str:
+  """The photos of a call for the log: all of up to three, else the first
+  and last and their count (a clip's pass has hundreds of frames)."""
+  if len(paths) <= 3:
+    return ', '.join(map(str, paths))
+  return f'{paths[0]}, ..., {paths[-1]} ({len(paths)} photos)'
+
+
 def build_problem(spec: spec_lib.RunSpec, members: Sequence[spec_lib.Member],
                   scale: int, params: dict, log: Log = print,
                   start_rgb: jax.Array | None = None,
@@ -173,7 +181,7 @@ def build_problem(spec: spec_lib.RunSpec, members: Sequence[spec_lib.Member],
     pyramid = '; style also at ' + ', '.join(
         f'{hw[1] >> k}x{hw[0] >> k}' for k in range(1, loss_spec.style_levels)
     ) + ' px (style pyramid)'
-  log(f'content: {", ".join(str(p) for p in loaded)} -> {hw[1]}x{hw[0]} px; '
+  log(f'content: {_photo_list(list(loaded))} -> {hw[1]}x{hw[0]} px; '
       'style: ' + ', '.join(f'{p} -> {s.shape[1]}x{s.shape[0]} px'
                             for p, s in zip(spec.style_paths, style_rgbs))
       + pyramid + f'; memory path: {loss_spec.describe_memory(hw)}')

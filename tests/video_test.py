@@ -126,9 +126,15 @@ def _pixels(result) -> list[bytes]:
 @pytest.mark.slow
 def test_multipass_writes_frames_video_strip_and_steadies_frames(
     clip_folder, tmp_path):
+  lines = []
   result = video.run(_config(clip_folder, output='clip.webm'),
-                     tmp_path / 'v', log=lambda _: None)
+                     tmp_path / 'v', log=lines.append)
   assert len(result['frames']) == 4
+  # A pass's log names its first and last frame, not every one.
+  (content,) = {l.split('] ', 1)[1].split(' -> ')[0] for l in lines
+                if '] content: ' in l}
+  assert content.endswith('frame_00003.png (4 photos)'), content
+  assert 'frame_00001' not in content
   assert Image.open(result['frames'][0]).size == (48, 36)
   info = video_io.probe(result['video'])
   assert info.frame_count == 4 and info.fps == video_io.FOLDER_FPS
