@@ -19,8 +19,11 @@ where the flow cannot be trusted. This module gives the three pieces:
 
 `clip_flow` computes forward and backward flow and confidences for every
 pair of frames j apart (j in `FlowSettings.gaps`) and `cached_clip_flow`
-stores them in one npz file of the workdir, recomputed when the frames or the
-settings change.
+stores them in a folder of the workdir, one .npy file per array, recomputed
+when the frames or the settings change. They are written and read
+memory-mapped: a long clip's flow (G x T x H x W x 6 float32, 4.2 GB for 300
+frames at 512x384 px and gaps 1, 2, 4) stays on disk, and a pass reads the
+pages of the frames it works on.
 
 Why DIS: it is maintained (OpenCV 5), installs as a wheel
 (opencv-python-headless, 64 MB) and is deterministic on the CPU; its coarse-to-
@@ -50,11 +53,11 @@ flow is deterministic: the same bits with 1, 2 or 4 OpenCV threads.
 """
 
 import hashlib
-import io
 import json
 import logging
 import os
 from pathlib import Path
+import shutil
 from typing import Any, NamedTuple
 
 import jax
@@ -255,13 +258,26 @@ class ClipFlow(NamedTuple):
   forward_confidence: np.ndarray  # float32[G, T, H, W]
 
 
-def clip_flow(frames: np.ndarray, settings: FlowSettings = FlowSettings()
-              ) -> ClipFlow:
+_ARRAYS = ClipFlow._fields[1:]  # the arrays of a ClipFlow, by name
+
+
+def _array_shapes(frames_shape: tuple[int, ...], settings: FlowSettings
+                  ) -> dict[str, tuple[int, ...]]:
+  """{name: shape} of a ClipFlow's arrays for frames [T, H, W, 3]."""
+  shape = (len(settings.gaps),) + tuple(frames_shape[:3])
+  return {name: shape + ((2,) if 'confidence' not in name else ())
+          for name in _ARRAYS}
+
+
+def clip_flow(frames: np.ndarray, settings: FlowSettings = FlowSettings(),
+              out: dict[str, np.ndarray] | None = None) -> ClipFlow:
   """Forward and backward flow and confidence of every pair j frames apart.
 
   Args:
     frames: float[T, H, W, 3] in [0, 1].
     settings: the gaps j and the DIS preset.
+    out: zero-filled arrays to write into, {name: array} with the shapes of
+      the result's (e.g. memory-mapped files); None allocates them.
 
   Returns:
     ClipFlow with arrays over G = len(gaps) and all T frames; gaps >= T give
@@ -272,12 +288,12 @@ def clip_flow(frames: np.ndarray, settings: FlowSettings = FlowSettings()
   if frames.ndim != 4 or frames.shape[-1] != 3 or frames.shape[0] < 1:
     raise UserError(f'clip_flow wants frames [T, H, W, 3], got '
                     f'{list(frames.shape)}')
-  t_count, h, w = frames.shape[:3]
-  shape = (len(settings.gaps), t_count, h, w)
-  backward = np.zeros(shape + (2,), np.float32)
-  forward = np.zeros(shape + (2,), np.float32)
-  backward_confidence = np.zeros(shape, np.float32)
-  forward_confidence = np.zeros(shape, np.float32)
+  t_count = frames.shape[0]
+  shapes = _array_shapes(frames.shape, settings)
+  if out is None:
+    out = {name: np.zeros(shape, np.float32) for name, shape in shapes.items()}
+  backward, backward_confidence, forward, forward_confidence = (
+      out[name] for name in _ARRAYS)
   for g, gap in enumerate(settings.gaps):
     if gap >= t_count:
       continue
@@ -311,36 +327,59 @@ def cache_key(frames: np.ndarray, settings: FlowSettings) -> str:
   return hashlib.sha256(text.encode('utf-8')).hexdigest()
 
 
-def cached_clip_flow(frames: np.ndarray, settings: FlowSettings,
-                     path: str | os.PathLike[str]) -> ClipFlow:
-  """`clip_flow`, read from the npz file `path` when it was made for these.
+KEY_FILE = 'key.txt'  # written last: a folder without it is incomplete
 
-  The file stores the `cache_key` of the frames and settings; a missing,
-  unreadable or stale file is (re)computed and written atomically, so a
-  killed run leaves the old file or the new one, never half of one.
+
+def _read_cache(folder: Path, key: str, gaps: tuple[int, ...]
+                ) -> ClipFlow | None:
+  """The ClipFlow stored in `folder` for `key`, memory-mapped read-only, or
+  None: none there, made for other frames or settings, or unreadable."""
+  try:
+    if (folder / KEY_FILE).read_text().strip() != key:
+      log.info('flow: %s was made for other frames or settings; recomputing',
+               folder)
+      return None
+    arrays = [np.load(folder / f'{name}.npy', mmap_mode='r',
+                      allow_pickle=False) for name in _ARRAYS]
+  except FileNotFoundError:
+    return None
+  except (OSError, ValueError) as e:
+    log.warning('flow: cannot read %s (%s); recomputing', folder, e)
+    return None
+  return ClipFlow(gaps, *arrays)
+
+
+def cached_clip_flow(frames: np.ndarray, settings: FlowSettings,
+                     folder: str | os.PathLike[str]) -> ClipFlow:
+  """`clip_flow`, kept in `folder` (one .npy per array and KEY_FILE, the
+  `cache_key` of the frames and settings) and returned memory-mapped.
+
+  A missing, stale or unreadable folder is recomputed into `folder`.partial
+  (straight into memory-mapped files: the flow never has to fit in memory),
+  which then replaces it, so a killed run leaves the old folder or the new
+  one, and a partial one that the next call removes.
   """
   settings = check_settings(settings)
-  path = Path(path).expanduser()
+  folder = Path(folder).expanduser()
   key = cache_key(frames, settings)
-  if path.is_file():
-    try:
-      with np.load(path, allow_pickle=False) as stored:
-        if str(stored['key']) == key:
-          log.info('flow: read from %s', path)
-          return ClipFlow(settings.gaps, *(
-              stored[name] for name in ClipFlow._fields[1:]))
-      log.info('flow: %s was made for other frames or settings; recomputing',
-               path)
-    except (OSError, ValueError, KeyError) as e:
-      log.warning('flow: cannot read %s (%s); recomputing', path, e)
-  result = clip_flow(frames, settings)
-
-  def write(f: io.BufferedIOBase) -> None:
-    np.savez(f, key=np.array(key), **result._asdict() | {
-        'gaps': np.array(settings.gaps)})
-
-  files.atomic_write(path, write)
-  return result
+  stored = _read_cache(folder, key, settings.gaps)
+  if stored is not None:
+    log.info('flow: read from %s', folder)
+    return stored
+  partial = folder.with_name(folder.name + '.partial')
+  shutil.rmtree(partial, ignore_errors=True)
+  partial.mkdir(parents=True)
+  out = {name: np.lib.format.open_memmap(partial / f'{name}.npy', mode='w+',
+                                         dtype=np.float32, shape=shape)
+         for name, shape in _array_shapes(np.shape(frames), settings).items()}
+  clip_flow(frames, settings, out)
+  for array in out.values():
+    array.flush()
+  del out
+  files.atomic_write_text(partial / KEY_FILE, key)
+  shutil.rmtree(folder, ignore_errors=True)
+  os.replace(partial, folder)
+  return _read_cache(folder, key, settings.gaps)
 
 
 def end_point_error(flow: np.ndarray, true_flow: np.ndarray,

@@ -36,7 +36,8 @@ one. Run the same command again, or add --config.resume=<workdir>.
 Workdir:
   video.json           the config (a run continues only with the same one)
   input/frame_NNNNN.png   the selected input frames at image_size
-  flow.npz             flow and confidences (recomputed if the frames change)
+  flow/                flow and confidences, .npy files read memory-mapped
+                       (recomputed if the frames change)
   runs/pass_P/, runs/frame_NNNNN/   the engine runs (config.json, losses...)
   passes/pass_P/frame_NNNNN.png      multipass: each pass's results
   frames/frame_NNNNN.png   the stylised frames
@@ -129,7 +130,7 @@ class _Clip:
     self.seconds = 0.0
 
   def read_input(self) -> None:
-    """input/ (the selected frames at image_size) and flow.npz."""
+    """input/ (the selected frames at image_size) and flow/."""
     vspec, folder = self.vspec, self.workdir / 'input'
     paths = [video_io.frame_path(folder, i) for i in range(len(vspec.indices))]
     if not all(p.is_file() for p in paths):
@@ -145,7 +146,7 @@ class _Clip:
              f'(gaps {",".join(map(str, vspec.gaps))})')
     self.flow = flow_lib.cached_clip_flow(
         self.frames, flow_lib.FlowSettings(vspec.gaps, vspec.flow_preset),
-        self.workdir / 'flow.npz')
+        self.workdir / 'flow')
 
   def working(self, rgb: np.ndarray) -> np.ndarray:
     """A result (RGB float32[..., H, W, 3] in [0, 1]) in the space the

@@ -214,7 +214,7 @@ def test_cache_is_reused_and_recomputed_when_the_clip_changes(
     clip, tmp_path, monkeypatch):
   frames = clip.frames[:3]
   settings = flow.FlowSettings(gaps=(1,), preset='fast')
-  path = tmp_path / 'work' / 'flow.npz'
+  path = tmp_path / 'work' / 'flow'
   first = flow.cached_clip_flow(frames, settings, path)
   calls = []
   real_clip_flow = flow.clip_flow
@@ -230,7 +230,16 @@ def test_cache_is_reused_and_recomputed_when_the_clip_changes(
   assert len(calls) == 1
   flow.cached_clip_flow(changed, settings._replace(gaps=(1, 2)), path)
   assert len(calls) == 2
-  path.write_bytes(b'not an npz')
+  (path / 'forward.npy').write_bytes(b'not an npy')  # the key still matches
   flow.cached_clip_flow(changed, settings, path)
   assert len(calls) == 3
-  assert [p.name for p in path.parent.iterdir()] == ['flow.npz']
+  # A run killed while computing left a partial folder: removed, recomputed.
+  (path / flow.KEY_FILE).unlink()
+  (tmp_path / 'work' / 'flow.partial').mkdir()
+  stored = flow.cached_clip_flow(changed, settings, path)
+  assert len(calls) == 4
+  assert [p.name for p in path.parent.iterdir()] == ['flow']
+  # Read back memory-mapped, equal to a computation in memory.
+  assert all(isinstance(a, np.memmap) for a in stored[1:])
+  for a, b in zip(stored[1:], real_clip_flow(changed, settings)[1:]):
+    np.testing.assert_array_equal(a, b)
