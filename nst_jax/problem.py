@@ -103,14 +103,14 @@ _region_style_targets = jax.jit(losses.region_targets,
 
 
 def _region_targets(plan: regions.Plan, params: dict,
-                    loss_spec: losses.LossSpec, hw: tuple[int, int],
+                    loss_spec: losses.LossSpec, masks: np.ndarray,
                     styles: Sequence[jax.Array],
                     style_names: Sequence[str], key: jax.Array,
                     log: Log | None) -> dict:
   """targets['style'] ('style_coarse') of the regions' GuidedStyle for a
-  picture of size hw: they depend on the style images (RGB in [0, 1]), the
-  masks and the projections' key, not on the photo."""
-  masks = plan.masks(hw)
+  picture whose regions are `masks` (`plan.masks` at its size): they depend
+  on the style images (RGB in [0, 1]), the masks and the projections' key,
+  not on the photo."""
   if log is not None:
     log(regions.describe(plan.content, masks.mean(axis=(0, 1)), plan.mapping,
                          style_names, plan.style_maps))
@@ -124,11 +124,12 @@ def _region_targets(plan: regions.Plan, params: dict,
   return out
 
 
-def _photo_target(plan: regions.Plan, hw: tuple[int, int], seen: jax.Array
+def _photo_target(plan: regions.Plan, masks: np.ndarray, seen: jax.Array
                   ) -> dict:
   """targets['photo'] of PhotoHold: `seen` (the content as the network sees
-  it, RGB in [0, 1]) inside the regions kept as the photo."""
-  kept = plan.masks(hw)[..., list(plan.kept)].sum(axis=-1, keepdims=True)
+  it, RGB in [0, 1]) inside the regions kept as the photo (`masks`:
+  `plan.masks` at its size)."""
+  kept = masks[..., list(plan.kept)].sum(axis=-1, keepdims=True)
   return losses.photo_target(vgg.preprocess(seen), jnp.asarray(kept))
 
 
@@ -196,6 +197,8 @@ def build_problem(spec: spec_lib.RunSpec, members: Sequence[spec_lib.Member],
                                 for k, d in zip(key, style_depends))
   blend = jnp.asarray(spec.style_blend, jnp.float32)
   targets, region_style_targets = {}, {}
+  # The regions at this size: the same for every member of the call.
+  masks = spec.regions.masks(hw) if spec.regions is not None else None
   for key in dict.fromkeys(keys):
     _, seen, styles = loaded[key[0]]
     with phases.phase('targets'):
@@ -207,13 +210,13 @@ def build_problem(spec: spec_lib.RunSpec, members: Sequence[spec_lib.Member],
         # shares them.
         if style_key(key) not in region_style_targets:
           region_style_targets[style_key(key)] = _region_targets(
-              spec.regions, params, loss_spec, hw, styles,
+              spec.regions, params, loss_spec, masks, styles,
               [str(p) for p in spec.style_paths],
               prng_keys(key[1])['projections'],
               log if key == keys[0] else None)
         targets[key].update(region_style_targets[style_key(key)])
         if spec.regions.kept:
-          targets[key]['photo'] = _photo_target(spec.regions, hw, seen)
+          targets[key]['photo'] = _photo_target(spec.regions, masks, seen)
       jax.block_until_ready(targets[key])  # timed here, not where first used
   style_keys = [style_key(key) for key in keys]
   shared, per_member = {}, {}
