@@ -106,8 +106,7 @@ def luminance_only(content_rgb: jax.Array, style_rgb: jax.Array
   """
   content_y = rgb_to_yiq(content_rgb)[..., 0]
   style_y = match_luminance(rgb_to_yiq(style_rgb)[..., 0], content_y)
-  return (_grey(jnp.clip(content_y, 0.0, 1.0)),
-          _grey(jnp.clip(style_y, 0.0, 1.0)))
+  return luminance_image(content_rgb), _grey(jnp.clip(style_y, 0.0, 1.0))
 
 
 def recombine_luminance(result_rgb: jax.Array,
