@@ -216,9 +216,11 @@ def assert_exact_on_every_path(params, spec, content, styles, x, weights,
     targets = dict(losses.compute_targets(params, content, styles, None,
                                           path_spec, key=key),
                    **(extra_targets or {}))
+    # Params, targets and weights are arguments: closed over, XLA would
+    # embed and fold them as constants (slow to compile).
     results[path] = jax.jit(jax.value_and_grad(
-        lambda y, s=path_spec, t=targets: losses.combined_loss(
-            y, params, t, weights, s), has_aux=True))(x)
+        lambda y, p, t, w, s=path_spec: losses.combined_loss(y, p, t, w, s),
+        has_aux=True))(x, params, targets, weights)
   (_, plain), plain_grad = results['plain']
   scale = float(jnp.max(jnp.abs(plain_grad)))
   assert scale > 0

@@ -63,9 +63,10 @@ def test_guided_style_is_exact_on_every_path(random_params, style_loss):
                            extra_terms=(term, losses.PhotoHold()))
     targets = _targets(random_params, spec, term, content, styles,
                        masks[..., :2], style_masks, sources, masks[..., 2:])
+    # Params and targets as arguments, not folded constants (compile time).
     results[memory] = jax.jit(jax.value_and_grad(
-        lambda y, s=spec, t=targets: losses.combined_loss(
-            y, random_params, t, WEIGHTS, s), has_aux=True))(x)
+        lambda y, p, t, s=spec: losses.combined_loss(y, p, t, WEIGHTS, s),
+        has_aux=True))(x, random_params, targets)
   (_, plain), plain_grad = results['plain']
   assert float(plain['style']) > 0 and float(plain['photo']) > 0
   scale = float(jnp.max(jnp.abs(plain_grad)))

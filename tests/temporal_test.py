@@ -151,9 +151,10 @@ def test_temporal_term_is_exact_on_every_memory_path(random_params):
   for memory in losses.MEMORY_PATHS:
     spec, targets, weights, x = _frame_problem(random_params, memory,
                                                jax.random.key(4))
+    # Params and targets as arguments, not folded constants (compile time).
     results[memory] = jax.jit(jax.value_and_grad(
-        lambda y, s=spec, t=targets: losses.combined_loss(
-            y, random_params, t, weights, s), has_aux=True))(x)
+        lambda y, p, t, s=spec, w=weights: losses.combined_loss(y, p, t, w, s),
+        has_aux=True))(x, random_params, targets)
   (_, plain), plain_grad = results['plain']
   assert float(plain['temporal']) > 0
   scale = float(jnp.max(jnp.abs(plain_grad)))
@@ -173,9 +174,9 @@ def test_temporal_term_maps_over_frames_with_their_own_neighbours(
   per_frame = jax.tree.map(stack, *[f[1]['temporal'] for f in frames])
   shared = {k: v for k, v in frames[0][1].items() if k != 'temporal'}
   xs = jnp.stack([f[3] for f in frames])
-  mapped = jax.jit(jax.vmap(lambda x, t: losses.combined_loss(
-      x, random_params, {**shared, 'temporal': t}, weights, spec)[1]))(
-          xs, per_frame)
+  mapped = jax.jit(jax.vmap(lambda x, t, p: losses.combined_loss(
+      x, p, {**shared, 'temporal': t}, weights, spec)[1],
+                            in_axes=(0, 0, None)))(xs, per_frame, random_params)
   for i, f in enumerate(frames):
     _, one = losses.combined_loss(f[3], random_params,
                                   {**shared, 'temporal': f[1]['temporal']},
