@@ -312,15 +312,15 @@ def _sweep_configs(size: int, members: int, iterations: int):
 
 
 def evaluation_ratio(size: int, members: int, iterations: int,
-                     batch: int) -> dict[str, Any]:
-  """Loss evaluations per member and iteration of the sweep row's members run
-  `batch` at a time (the engine's mapping and optimiser,
-  `programs.member_programs`), over the same members run one at a time.
+                     batches=(1,)) -> list[dict[str, Any]]:
+  """Per batch in `batches`: loss evaluations per member and iteration of the
+  sweep row's members run `batch` at a time (the engine's mapping and
+  optimiser, `programs.member_programs`), over the same members run one at a
+  time (counted once for every batch).
 
   Counted by `counting_loss`: a batched call evaluates `batch` members.
   """
   _, swept, _ = _sweep_configs(size, members, iterations)
-  swept.sweep.batch = batch
   spec = spec_lib.parse(swept, workdir=False, sweep=True)
   params, _ = spec.weights or weights_lib.load_vgg19_params(log=lambda _: None)
   problem = problem_lib.build_problem(spec, spec.members, 0,
@@ -340,11 +340,6 @@ def evaluation_ratio(size: int, members: int, iterations: int,
     jax.effects_barrier()
     return (len(calls) - before) * width, int(np.sum(state.iteration))
 
-  width = members if batch == 0 else min(batch, members)
-  together = [jax.jit(f) for f in programs.member_programs(
-      loss, spec.optimizer_spec, members, batch=batch)]
-  evals, its = counted(together, width, problem.x0,
-                       problem.per_member, problem.weights)
   alone = [jax.jit(f) for f in programs.member_programs(
       loss, spec.optimizer_spec, 1)]
   single_evals = single_its = 0
@@ -353,13 +348,21 @@ def evaluation_ratio(size: int, members: int, iterations: int,
     e, i = counted(alone, 1, problem.x0[k:k + 1], one(problem.per_member),
                    one(problem.weights))
     single_evals, single_its = single_evals + e, single_its + i
-  together_rate = evals / max(its, 1)
   single_rate = single_evals / max(single_its, 1)
-  return {'optimizer': programs.member_optimizer(
-              spec.optimizer_spec, members, batch).name,
-          'evaluations_per_member_iteration': round(together_rate, 3),
-          'single_evaluations_per_iteration': round(single_rate, 3),
-          'evaluation_ratio': round(together_rate / single_rate, 3)}
+  rows = []
+  for batch in batches:
+    width = members if batch == 0 else min(batch, members)
+    together = [jax.jit(f) for f in programs.member_programs(
+        loss, spec.optimizer_spec, members, batch=batch)]
+    evals, its = counted(together, width, problem.x0,
+                         problem.per_member, problem.weights)
+    together_rate = evals / max(its, 1)
+    rows.append({'optimizer': programs.member_optimizer(
+                     spec.optimizer_spec, members, batch).name,
+                 'evaluations_per_member_iteration': round(together_rate, 3),
+                 'single_evaluations_per_iteration': round(single_rate, 3),
+                 'evaluation_ratio': round(together_rate / single_rate, 3)})
+  return rows
 
 
 def _member_evaluations_per_second(result: dict[str, Any]) -> float:
@@ -400,7 +403,8 @@ def sweep_row(size: int, members: int, iterations: int,
     single_evaluations = sum(r['evaluations'] - 1 for r in singles)
     single_rate = single_evaluations / sum(
         r['rows'][-1]['seconds'] for r in singles)
-    for batch in batches:
+    ratios = evaluation_ratio(size, members, iterations, batches)
+    for batch, ratio in zip(batches, ratios):
       swept.sweep.batch = batch
       t0 = time.perf_counter()
       result = transfer.run(swept, Path(tmp) / f'sweep_{batch}', log=quiet,
@@ -414,7 +418,7 @@ def sweep_row(size: int, members: int, iterations: int,
           'member_evaluations_per_s': round(
               _member_evaluations_per_second(result), 2),
           'single_member_evaluations_per_s': round(single_rate, 2),
-          **evaluation_ratio(size, members, iterations, batch)})
+          **ratio})
   return rows
 
 
