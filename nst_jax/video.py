@@ -9,25 +9,25 @@ temporal term (`temporal.Temporal`) as an extra loss term whose targets (the
 frame's stylised neighbours warped into it, and their confidences) are the
 member's own:
 
-* 'multipass' (Ruder et al. 2018, section 4.2): every frame of a pass is a
-  member of one compiled program (config.video.chunk frames per call bounds
+* 'multipass' (Ruder et al. 2018, section 4.2): the frames of a pass are
+  members of one compiled program (config.video.chunk frames per call bounds
   the memory). Pass 1 stylises each frame on its own (config.scales,
-  max_iterations); pass p > 1 starts each frame from the blend
-  (1 - b c) x_t + b c warp(x_{t-d}) of its last result and its neighbour's
-  (b = config.video.blend, c the neighbour's confidence), with d = +1 on odd
-  passes and -1 on even ones (the direction alternates), and from pass
-  config.video.temporal_from_pass on adds the temporal loss towards the
-  last pass's neighbours t - j and t + j, j in config.video.gaps (each side
-  nearest-first). Both sides, not the paper's one: the paper's passes run
-  frame after frame, so a frame sees its neighbour's result of the same
-  pass; here a pass's frames are optimised at once and see the last pass's,
-  and a pull towards one side only moves frame-to-frame differences along
-  the clip rather than damping them (measured: docs/video.md).
+  max_iterations). A later pass p runs in two halves, the frames of one
+  parity and then the others (red-black): each frame starts from the blend
+  (1 - b c) x_t + b c warp(x_{t-d}) of its latest result and its
+  neighbour's (b = config.video.blend, c the neighbour's confidence), with
+  d = +1 on odd passes and -1 on even ones (the direction alternates), and
+  from pass config.video.temporal_from_pass on has the temporal loss towards
+  its neighbours t - j and t + j, j in config.video.gaps (each side
+  nearest-first), taking each neighbour's latest result. The paper's passes
+  run frame after frame, so a frame sees its predecessor's result of the
+  same pass; here the second half sees the first half's, and every frame
+  is pulled towards both sides (measured: docs/video.md).
 * 'sequential': frame t starts from frame t - 1's result warped into it and
   has the temporal loss towards frames t - j; frame 0 runs like a single
   image.
 
-Every unit (a pass, or a frame) is an engine run in runs/, resumed by the
+Every unit (pass 1, a later pass's half, or a frame) is an engine run in runs/, resumed by the
 engine's own state file after Ctrl-C or SIGKILL; a unit's results are copied
 to their folder (atomically) when it ends, and everything downstream reads
 them from there, so a resumed clip gives the same bytes as an uninterrupted
@@ -38,7 +38,8 @@ Workdir:
   input/frame_NNNNN.png   the selected input frames at image_size
   flow/                flow and confidences, .npy files read memory-mapped
                        (recomputed if the frames change)
-  runs/pass_P/, runs/frame_NNNNN/   the engine runs (config.json, losses...)
+  runs/pass_1/, runs/pass_P_even/, runs/pass_P_odd/, runs/frame_NNNNN/
+                       the engine runs (config.json, losses...)
   passes/pass_P/frame_NNNNN.png      multipass: each pass's results
   frames/frame_NNNNN.png   the stylised frames
   preview.png          a strip of the latest results, updated as they come
@@ -384,47 +385,74 @@ def _sequential(clip: _Clip, t0: float) -> list[np.ndarray]:
 
 
 def _multipass(clip: _Clip, t0: float) -> list[np.ndarray]:
-  """Passes over every frame at once, alternating direction (docstring)."""
+  """Passes over every frame, alternating direction (docstring)."""
   vspec = clip.vspec
   later = _later(clip.base, vspec)
-  t_count = len(clip.inputs)
   costs = [_iterations(clip.base)] + [later.max_iterations] * (
       vspec.passes - 1)
   results: list[np.ndarray] | None = None
   for p in range(1, vspec.passes + 1):
     folder = clip.workdir / 'passes' / f'pass_{p}'
     clip.last_folder = folder
-    done = clip.load(folder)
-    if done is None:
-      direction = 1 if p % 2 else -1
-      previous = results
-      if previous is None:
-        starts = lambda t: None
-      else:
-        def starts(t, previous=previous, direction=direction):
-          warped, confidence = clip.neighbours(previous, t, direction)
-          c = vspec.blend * confidence[0][..., None]
-          neighbour = np.asarray(vgg.deprocess(jnp.asarray(warped[0])))
-          return (1.0 - c) * clip.working(previous[t]) + c * neighbour
-      if previous is None or p < vspec.temporal_from_pass:
-        j = 2 * len(vspec.gaps)
-        targets = lambda t: (
-            np.zeros((j,) + clip.frames.shape[1:], np.float32),
-            np.zeros((j,) + clip.frames.shape[1:3], np.float32))
-      else:
-        def targets(t, previous=previous):
-          sides = [clip.neighbours(previous, t, d) for d in (1, -1)]
-          return tuple(np.concatenate(parts) for parts in zip(*sides))
-      pngs = clip.run_unit(f'pass_{p}', clip.base if p == 1 else later,
-                           str(clip.workdir / 'input'),
-                           clip.member_inputs(starts, targets),
-                           f'pass {p}/{vspec.passes}, {t_count} frames')
-      done = clip.save_results(folder, pngs)
-    results = done
+    results = clip.load(folder) or _pass(clip, p, results, later, folder)
     _preview(clip, results)
     clip.log(_eta_line(clip, sum(costs[:p]), sum(costs), t0,
                        f'pass {p}/{vspec.passes}'))
   return results
+
+
+def _pass(clip: _Clip, p: int, previous: list[np.ndarray] | None,
+          later: ml_collections.ConfigDict, folder: Path) -> list[np.ndarray]:
+  """Pass p's results, saved in `folder`.
+
+  Pass 1 makes every frame at once, on its own. A later pass runs in two
+  halves, the frames of one parity and then the others (red-black; which
+  parity first alternates with the direction): each frame starts from the
+  blend with its warped neighbour t - d and is pulled towards its
+  neighbours t -+ j, taking each neighbour's latest result. So the second
+  half sees the first half's results of this pass, as the paper's frames
+  see their predecessor's, and a pass still runs its frames as members of
+  one program per half.
+  """
+  vspec, t_count = clip.vspec, len(clip.inputs)
+  what = f'pass {p}/{vspec.passes}'
+  shape = clip.frames.shape[1:]
+  no_targets = lambda t: (
+      np.zeros((2 * len(vspec.gaps),) + shape, np.float32),
+      np.zeros((2 * len(vspec.gaps),) + shape[:2], np.float32))
+  if previous is None:
+    pngs = clip.run_unit(f'pass_{p}', clip.base, str(clip.workdir / 'input'),
+                         clip.member_inputs(lambda t: None, no_targets),
+                         f'{what}, {t_count} frames')
+    return clip.save_results(folder, pngs)
+  direction = 1 if p % 2 else -1
+  latest = list(previous)
+  for half in (0, 1):
+    frames = [t for t in range(t_count) if (t + p + half) % 2 == 0]
+    if not frames:
+      continue
+    parity = ('even', 'odd')[frames[0] % 2]
+    now = list(latest)
+
+    def starts(t, now=now):
+      warped, confidence = clip.neighbours(now, t, direction)
+      c = vspec.blend * confidence[0][..., None]
+      neighbour = np.asarray(vgg.deprocess(jnp.asarray(warped[0])))
+      return (1.0 - c) * clip.working(now[t]) + c * neighbour
+
+    def targets(t, now=now):
+      sides = [clip.neighbours(now, t, d) for d in (1, -1)]
+      return tuple(np.concatenate(parts) for parts in zip(*sides))
+    pngs = clip.run_unit(
+        f'pass_{p}_{parity}', later,
+        ','.join(str(clip.inputs[t]) for t in frames),
+        clip.member_inputs(
+            starts, targets if p >= vspec.temporal_from_pass else no_targets),
+        f'{what}, {len(frames)} {parity} frames')
+    for t, png in zip(frames, pngs):
+      _copy(png, video_io.frame_path(folder, t))
+      latest[t] = image_lib.load_image(video_io.frame_path(folder, t))
+  return latest
 
 
 # The clip made three ways by `compare_modes`: config.video overrides.

@@ -132,7 +132,7 @@ def test_multipass_writes_frames_video_strip_and_steadies_frames(
   assert len(result['frames']) == 4
   # A pass's log names its first and last frame, not every one.
   (content,) = {l.split('] ', 1)[1].split(' -> ')[0] for l in lines
-                if '] content: ' in l}
+                if l.startswith('[pass 1/') and '] content: ' in l}
   assert content.endswith('frame_00003.png (4 photos)'), content
   assert 'frame_00001' not in content
   assert Image.open(result['frames'][0]).size == (48, 36)
@@ -179,18 +179,56 @@ def test_luminance_only_frames_are_pulled_towards_grey_neighbours(
   config = _config(clip_folder, frames=3, output='')
   config.preserve_color = 'luminance'
   result = video.run(config, tmp_path / 'v', log=lambda _: None)
-  (start_1, _), (start_2, warped_2) = seen
-  assert start_1 is None
+  (start_1, _), *later = seen
+  assert start_1 is None and len(later) == 2  # pass 2's halves
   # Pass 2: grey starts (RGB [0, 1]) and grey warped neighbours (Caffe:
   # equal channels once the per-channel means are added back).
-  assert np.abs(start_2 - start_2[..., :1]).max() < 1e-6
-  assert np.ptp(np.asarray(vgg.deprocess(warped_2)), axis=-1).max() < 1e-5
+  for start_2, warped_2 in later:
+    assert np.abs(start_2 - start_2[..., :1]).max() < 1e-6
+    assert np.ptp(np.asarray(vgg.deprocess(warped_2)), axis=-1).max() < 1e-5
   frames = [np.asarray(Image.open(p), np.float32) / 255 for p in result['frames']]
   inputs = result['inputs']
   chroma = lambda rgb: np.asarray(color.rgb_to_yiq(rgb))[..., 1:]
   for frame, source in zip(frames, inputs):
     assert np.abs(chroma(frame) - chroma(source)).mean() < 0.03
     assert np.abs(frame[..., 0] - frame[..., 2]).max() > 0.05  # not grey
+
+
+@pytest.mark.slow
+def test_a_later_pass_pulls_its_second_half_to_the_first_halfs_results(
+    clip_folder, tmp_path, monkeypatch):
+  # Pass 2 makes frames 0 and 2, then frame 1 (red-black): frame 1's
+  # neighbour targets are frames 0 and 2 of pass 2, not of pass 1.
+  seen = []
+  real_run = video.engine.run
+
+  def spy(spec, log, member_inputs=None, **kwargs):
+    seen.append(member_inputs(spec.members, spec.members[0].scale_hws[0]))
+    return real_run(spec, log, member_inputs=member_inputs, **kwargs)
+  monkeypatch.setattr(video.engine, 'run', spy)
+  config = _config(clip_folder, frames=3, output='')
+  result = video.run(config, tmp_path / 'v', log=lambda _: None)
+  assert [len(extra['temporal']['warped']) for _, extra in seen] == [3, 2, 1]
+  _, odd = seen[2]
+  warped = np.asarray(vgg.deprocess(odd['temporal']['warped'][0]))
+  flow = result['flow']
+
+  def neighbour(p, s, flows):  # frame s of pass p warped into frame 1
+    image = video.image_lib.load_image(video_io.frame_path(
+        tmp_path / 'v' / 'passes' / f'pass_{p}', s))
+    return np.asarray(video.flow_lib.warp(image, flows[0, 1]))
+  # Sides: t - j (backward flow), then t + j (forward); gaps 1, 2.
+  for k, (s, flows) in enumerate([(0, flow.backward), (2, flow.forward)]):
+    got = warped[2 * k]
+    assert np.abs(got - neighbour(2, s, flows)).max() < 1e-4
+    assert np.abs(got - neighbour(1, s, flows)).max() > 0.01
+  # The first half's targets were pass 1's.
+  first_warped = np.asarray(vgg.deprocess(seen[1][1]['temporal']['warped']))
+  # Frame 0 (member 0): its t + 1 neighbour is frame 1 of pass 1.
+  image = video.image_lib.load_image(video_io.frame_path(
+      tmp_path / 'v' / 'passes' / 'pass_1', 1))
+  want = np.asarray(video.flow_lib.warp(image, flow.forward[0, 0]))
+  assert np.abs(first_warped[0, 2] - want).max() < 1e-4
 
 
 def test_a_clip_in_use_is_refused_before_writing(clip_folder, tmp_path):
@@ -219,7 +257,7 @@ def test_a_stopped_or_killed_clip_continues_to_the_same_pixels(clip_folder,
     video.run(config, tmp_path / 'cut', log=ctrl_c_in_pass_1s_last_chunk)
   # Pass 1 is done and pass 2 was not begun.
   assert not (tmp_path / 'cut' / 'runs' / 'pass_1' / 'state.npz').exists()
-  assert not (tmp_path / 'cut' / 'runs' / 'pass_2').exists()
+  assert not (tmp_path / 'cut' / 'runs' / 'pass_2_even').exists()
 
   def ctrl_c_in_pass_2(line):  # in its first call's first chunk
     if line.startswith('[pass 2/2') and 'iter ' in line:
@@ -227,12 +265,12 @@ def test_a_stopped_or_killed_clip_continues_to_the_same_pixels(clip_folder,
   with pytest.raises(Interrupted, match=r'--config.resume=.*cut'):
     video.run(config, tmp_path / 'cut', log=ctrl_c_in_pass_2)
 
-  def kill_in_pass_2(line):  # once the first call has been saved
-    if line.startswith('[pass 2/2') and 'members 2-3' in line:
+  def kill_in_pass_2(line):  # in its second half, once a chunk is saved
+    if line.startswith('[pass 2/2, 2 odd') and 'iter     4/4' in line:
       raise _Killed()
   with pytest.raises(_Killed):
     video.run(config, tmp_path / 'cut', log=kill_in_pass_2)
-  assert (tmp_path / 'cut' / 'runs' / 'pass_2' / 'state.npz').is_file()
+  assert (tmp_path / 'cut' / 'runs' / 'pass_2_odd' / 'state.npz').is_file()
   config.resume = str(tmp_path / 'cut')
   resumed = video.run(config, None, log=lambda _: None)
   assert _pixels(resumed) == _pixels(whole)
