@@ -162,20 +162,26 @@ def test_sequential_starts_each_frame_from_the_last_one(clip_folder,
   assert '"iteration": 2' in rows[-1]
 
 
+def _record_member_inputs(monkeypatch) -> list:
+  """Makes video's engine.run record each call's member inputs (start,
+  extra targets) at its first scale's size; returns the list they go to."""
+  seen = []
+  real_run = video.engine.run
+
+  def spy(spec, log, member_inputs=None, **kwargs):
+    seen.append(member_inputs(spec.members, spec.members[0].scale_hws[0]))
+    return real_run(spec, log, member_inputs=member_inputs, **kwargs)
+  monkeypatch.setattr(video.engine, 'run', spy)
+  return seen
+
+
 @pytest.mark.slow
 def test_luminance_only_frames_are_pulled_towards_grey_neighbours(
     clip_folder, tmp_path, monkeypatch):
   # preserve_color='luminance' optimises grey luminance images: the starts
   # and temporal targets the engine gets are grey too, and the frames come
   # out recoloured with their own input's chroma.
-  seen = []
-  real_run = video.engine.run
-
-  def spy(spec, log, member_inputs=None, **kwargs):
-    start, extra = member_inputs(spec.members, spec.members[0].scale_hws[0])
-    seen.append((start, extra['temporal']['warped']))
-    return real_run(spec, log, member_inputs=member_inputs, **kwargs)
-  monkeypatch.setattr(video.engine, 'run', spy)
+  seen = _record_member_inputs(monkeypatch)
   config = _config(clip_folder, frames=3, output='')
   config.preserve_color = 'luminance'
   result = video.run(config, tmp_path / 'v', log=lambda _: None)
@@ -183,7 +189,8 @@ def test_luminance_only_frames_are_pulled_towards_grey_neighbours(
   assert start_1 is None and len(later) == 2  # pass 2's halves
   # Pass 2: grey starts (RGB [0, 1]) and grey warped neighbours (Caffe:
   # equal channels once the per-channel means are added back).
-  for start_2, warped_2 in later:
+  for start_2, extra in later:
+    warped_2 = extra['temporal']['warped']
     assert np.abs(start_2 - start_2[..., :1]).max() < 1e-6
     assert np.ptp(np.asarray(vgg.deprocess(warped_2)), axis=-1).max() < 1e-5
   frames = [np.asarray(Image.open(p), np.float32) / 255 for p in result['frames']]
@@ -199,13 +206,7 @@ def test_a_later_pass_pulls_its_second_half_to_the_first_halfs_results(
     clip_folder, tmp_path, monkeypatch):
   # Pass 2 makes frames 0 and 2, then frame 1 (red-black): frame 1's
   # neighbour targets are frames 0 and 2 of pass 2, not of pass 1.
-  seen = []
-  real_run = video.engine.run
-
-  def spy(spec, log, member_inputs=None, **kwargs):
-    seen.append(member_inputs(spec.members, spec.members[0].scale_hws[0]))
-    return real_run(spec, log, member_inputs=member_inputs, **kwargs)
-  monkeypatch.setattr(video.engine, 'run', spy)
+  seen = _record_member_inputs(monkeypatch)
   config = _config(clip_folder, frames=3, output='')
   result = video.run(config, tmp_path / 'v', log=lambda _: None)
   assert [len(extra['temporal']['warped']) for _, extra in seen] == [3, 2, 1]
