@@ -110,8 +110,8 @@ def _with_temporal(spec: spec_lib.RunSpec, weight: float, sides: int
                    ) -> spec_lib.RunSpec:
   """`spec` with the temporal term (neighbours on `sides` sides) in its loss,
   weighted `weight` per member."""
-  add = lambda s: dataclasses.replace(
-      s, extra_terms=(temporal.Temporal(sides=sides),))
+  add = lambda s: dataclasses.replace(  # after the regions' terms, if any
+      s, extra_terms=s.extra_terms + (temporal.Temporal(sides=sides),))
   return dataclasses.replace(
       spec, loss_spec=add(spec.loss_spec),
       scale_loss_specs=tuple(add(s) for s in spec.scale_loss_specs),

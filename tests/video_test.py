@@ -232,6 +232,23 @@ def test_a_later_pass_pulls_its_second_half_to_the_first_halfs_results(
   assert np.abs(first_warped[0, 2] - want).max() < 1e-4
 
 
+def test_regions_keep_their_terms_beside_the_temporal_one(clip_folder):
+  # A clip with a style per region: the frames' loss has the regions' terms
+  # and the temporal term, at every scale (adding the temporal term dropped
+  # the regions' terms, and a regions clip failed in the engine).
+  config = _config(clip_folder)
+  config.style = 'starry_night,the_scream'
+  config.content_regions = 'configs/regions/tubingen_sky.png'
+  config.region_styles = 'blue=starry_night, white=none'
+  config.region_photo_weight = 10.0
+  spec = video._with_temporal(video.spec_lib.parse(video.frame_config(config),
+                                                   workdir=False), 1e10, 2)
+  for loss_spec in (spec.loss_spec, *spec.scale_loss_specs):
+    assert [type(t).__name__ for t in loss_spec.extra_terms] == [
+        'GuidedStyle', 'PhotoHold', 'Temporal']
+  assert spec.members[0].loss_weights['temporal'] == 1e10
+
+
 def test_a_clip_in_use_is_refused_before_writing(clip_folder, tmp_path):
   with workdir_lib.claim(tmp_path / 'v', resume=True):
     with pytest.raises(UserError, match=r'^--workdir=.* is in use by another '
