@@ -182,7 +182,7 @@ def test_luminance_only_frames_are_pulled_towards_grey_neighbours(
   # and temporal targets the engine gets are grey too, and the frames come
   # out recoloured with their own input's chroma.
   seen = _record_member_inputs(monkeypatch)
-  config = _config(clip_folder, frames=3, output='')
+  config = _config(clip_folder, output='')
   config.preserve_color = 'luminance'
   result = video.run(config, tmp_path / 'v', log=lambda _: None)
   (start_1, _), *later = seen
@@ -204,12 +204,13 @@ def test_luminance_only_frames_are_pulled_towards_grey_neighbours(
 @pytest.mark.slow
 def test_a_later_pass_pulls_its_second_half_to_the_first_halfs_results(
     clip_folder, tmp_path, monkeypatch):
-  # Pass 2 makes frames 0 and 2, then frame 1 (red-black): frame 1's
-  # neighbour targets are frames 0 and 2 of pass 2, not of pass 1.
+  # Pass 2 makes frames 0 and 2, then 1 and 3 (red-black): frame 1's
+  # neighbour targets are frames 0 and 2 of pass 2, not of pass 1. (Four
+  # frames: halves of one size share their compiled programs.)
   seen = _record_member_inputs(monkeypatch)
-  config = _config(clip_folder, frames=3, output='')
+  config = _config(clip_folder, output='')
   result = video.run(config, tmp_path / 'v', log=lambda _: None)
-  assert [len(extra['temporal']['warped']) for _, extra in seen] == [3, 2, 1]
+  assert [len(extra['temporal']['warped']) for _, extra in seen] == [4, 2, 2]
   _, odd = seen[2]
   warped = np.asarray(vgg.deprocess(odd['temporal']['warped'][0]))
   flow = result['flow']
