@@ -27,11 +27,12 @@ member's own:
   has the temporal loss towards frames t - j; frame 0 runs like a single
   image.
 
-Every unit (pass 1, a later pass's half, or a frame) is an engine run in runs/, resumed by the
-engine's own state file after Ctrl-C or SIGKILL; a unit's results are copied
-to their folder (atomically) when it ends, and everything downstream reads
-them from there, so a resumed clip gives the same bytes as an uninterrupted
-one. Run the same command again, or add --config.resume=<workdir>.
+Every unit (pass 1, a later pass's half, or a frame) is an engine run in
+runs/, resumed by the engine's own state file after Ctrl-C or SIGKILL; a
+unit's results are copied to their folder (atomically) when it ends, and
+everything downstream reads them from there, so a resumed clip gives the
+same bytes as an uninterrupted one. Run the same command again, or add
+--config.resume=<workdir>.
 
 Workdir:
   video.json           the config (a run continues only with the same one)
