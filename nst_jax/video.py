@@ -235,11 +235,14 @@ class _Clip:
     return [Path(m['file']) for m in result['members']]
 
   def save_results(self, folder: Path, pngs: Sequence[Path],
-                   first: int = 0) -> list[np.ndarray]:
-    for t, png in enumerate(pngs, first):
+                   frames: Sequence[int] | None = None) -> list[np.ndarray]:
+    """Copies a unit's PNGs to `folder` as frames `frames` (default 0, 1,
+    ...); returns them as read back."""
+    frames = range(len(pngs)) if frames is None else frames
+    for t, png in zip(frames, pngs, strict=True):
       _copy(png, video_io.frame_path(folder, t))
     return [image_lib.load_image(video_io.frame_path(folder, t))
-            for t in range(first, first + len(pngs))]
+            for t in frames]
 
   def load(self, folder: Path) -> list[np.ndarray] | None:
     paths = [video_io.frame_path(folder, t) for t in range(len(self.inputs))]
@@ -377,7 +380,7 @@ def _sequential(clip: _Clip, t0: float) -> list[np.ndarray]:
       pngs = clip.run_unit(f'frame_{t:05d}', clip.base if t == 0 else later,
                            str(clip.inputs[t]), inputs,
                            f'frame {t + 1}/{t_count}')
-      clip.save_results(folder, pngs, first=t)
+      clip.save_results(folder, pngs, [t])
     results.append(image_lib.load_image(path))
     _preview(clip, results)
     clip.log(_eta_line(clip, sum(costs[:t + 1]), sum(costs), t0,
@@ -427,32 +430,30 @@ def _pass(clip: _Clip, p: int, previous: list[np.ndarray] | None,
                          f'{what}, {t_count} frames')
     return clip.save_results(folder, pngs)
   direction = 1 if p % 2 else -1
-  latest = list(previous)
+  latest = list(previous)  # takes each half's results when it ends
+
+  def starts(t):
+    warped, confidence = clip.neighbours(latest, t, direction)
+    c = vspec.blend * confidence[0][..., None]
+    neighbour = np.asarray(vgg.deprocess(jnp.asarray(warped[0])))
+    return (1.0 - c) * clip.working(latest[t]) + c * neighbour
+
+  def targets(t):
+    sides = [clip.neighbours(latest, t, d) for d in (1, -1)]
+    return tuple(np.concatenate(parts) for parts in zip(*sides))
   for half in (0, 1):
     frames = [t for t in range(t_count) if (t + p + half) % 2 == 0]
     if not frames:
       continue
     parity = ('even', 'odd')[frames[0] % 2]
-    now = list(latest)
-
-    def starts(t, now=now):
-      warped, confidence = clip.neighbours(now, t, direction)
-      c = vspec.blend * confidence[0][..., None]
-      neighbour = np.asarray(vgg.deprocess(jnp.asarray(warped[0])))
-      return (1.0 - c) * clip.working(now[t]) + c * neighbour
-
-    def targets(t, now=now):
-      sides = [clip.neighbours(now, t, d) for d in (1, -1)]
-      return tuple(np.concatenate(parts) for parts in zip(*sides))
     pngs = clip.run_unit(
         f'pass_{p}_{parity}', later,
         ','.join(str(clip.inputs[t]) for t in frames),
         clip.member_inputs(
             starts, targets if p >= vspec.temporal_from_pass else no_targets),
         f'{what}, {len(frames)} {parity} frames')
-    for t, png in zip(frames, pngs):
-      _copy(png, video_io.frame_path(folder, t))
-      latest[t] = image_lib.load_image(video_io.frame_path(folder, t))
+    for t, image in zip(frames, clip.save_results(folder, pngs, frames)):
+      latest[t] = image
   return latest
 
 
