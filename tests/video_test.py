@@ -123,12 +123,22 @@ def _pixels(result) -> list[bytes]:
   return [np.asarray(Image.open(p)).tobytes() for p in result['frames']]
 
 
+@pytest.fixture(scope='module')
+def multipass_clip(clip_folder, tmp_path_factory):
+  """One multipass clip (4 frames, 2 passes, a video written): (run's
+  result, its workdir, its log lines, the engine's member inputs per call)."""
+  workdir, lines = tmp_path_factory.mktemp('multipass') / 'v', []
+  with pytest.MonkeyPatch.context() as monkeypatch:
+    seen = _record_member_inputs(monkeypatch)
+    result = video.run(_config(clip_folder, output='clip.webm'), workdir,
+                       log=lines.append)
+  return result, workdir, lines, seen
+
+
 @pytest.mark.slow
 def test_multipass_writes_frames_video_strip_and_steadies_frames(
-    clip_folder, tmp_path):
-  lines = []
-  result = video.run(_config(clip_folder, output='clip.webm'),
-                     tmp_path / 'v', log=lines.append)
+    multipass_clip):
+  result, workdir, lines, _ = multipass_clip
   assert len(result['frames']) == 4
   # A pass's log names its first and last frame, not every one.
   (content,) = {l.split('] ', 1)[1].split(' -> ')[0] for l in lines
@@ -141,7 +151,7 @@ def test_multipass_writes_frames_video_strip_and_steadies_frames(
   assert Image.open(result['strip']).size[1] == 36
   # Pass 2 moved towards the warped neighbours: every frame changed.
   passes = [[np.asarray(Image.open(video_io.frame_path(
-      tmp_path / 'v' / 'passes' / f'pass_{p}', t)), np.float32)
+      workdir / 'passes' / f'pass_{p}', t)), np.float32)
              for t in range(4)] for p in (1, 2)]
   assert all(np.abs(a - b).mean() > 0.1 for a, b in zip(*passes))
 
@@ -203,13 +213,11 @@ def test_luminance_only_frames_are_pulled_towards_grey_neighbours(
 
 @pytest.mark.slow
 def test_a_later_pass_pulls_its_second_half_to_the_first_halfs_results(
-    clip_folder, tmp_path, monkeypatch):
+    multipass_clip):
   # Pass 2 makes frames 0 and 2, then 1 and 3 (red-black): frame 1's
   # neighbour targets are frames 0 and 2 of pass 2, not of pass 1. (Four
   # frames: halves of one size share their compiled programs.)
-  seen = _record_member_inputs(monkeypatch)
-  config = _config(clip_folder, output='')
-  result = video.run(config, tmp_path / 'v', log=lambda _: None)
+  result, workdir, _, seen = multipass_clip
   assert [len(extra['temporal']['warped']) for _, extra in seen] == [4, 2, 2]
   _, odd = seen[2]
   warped = np.asarray(vgg.deprocess(odd['temporal']['warped'][0]))
@@ -217,7 +225,7 @@ def test_a_later_pass_pulls_its_second_half_to_the_first_halfs_results(
 
   def neighbour(p, s, flows):  # frame s of pass p warped into frame 1
     image = video.image_lib.load_image(video_io.frame_path(
-        tmp_path / 'v' / 'passes' / f'pass_{p}', s))
+        workdir / 'passes' / f'pass_{p}', s))
     return np.asarray(video.flow_lib.warp(image, flows[0, 1]))
   # Sides: t - j (backward flow), then t + j (forward); gaps 1, 2.
   for k, (s, flows) in enumerate([(0, flow.backward), (2, flow.forward)]):
@@ -228,7 +236,7 @@ def test_a_later_pass_pulls_its_second_half_to_the_first_halfs_results(
   first_warped = np.asarray(vgg.deprocess(seen[1][1]['temporal']['warped']))
   # Frame 0 (member 0): its t + 1 neighbour is frame 1 of pass 1.
   image = video.image_lib.load_image(video_io.frame_path(
-      tmp_path / 'v' / 'passes' / 'pass_1', 1))
+      workdir / 'passes' / 'pass_1', 1))
   want = np.asarray(video.flow_lib.warp(image, flow.forward[0, 0]))
   assert np.abs(first_warped[0, 2] - want).max() < 1e-4
 
