@@ -55,6 +55,8 @@ def test_a_sweep_with_regions_colour_control_and_two_scales(tmp_path):
   config.region_feather = 4.0
   config.preserve_color = 'luminance'
   config.image_size, config.scales = 64, 2
+  config.content_layers = 'block2_conv2'  # two blocks of VGG19: faster
+  config.style_layers = 'block1_conv1,block2_conv1'
   config.max_iterations, config.snapshot_every = 15, 15
   # From noise, with a style weight that leaves the kept town's photo term
   # (~4e3 per unit of weight at the start) the larger pull at weight 1e5.

@@ -228,16 +228,21 @@ def test_signals_are_heard_during_a_long_chunk(tmp_path, start_script):
 
 
 def _starry_48(**fields):
-  """starry.py:quick at 48 px, 10 iterations, a snapshot every 2."""
+  """starry.py:quick at 48 px, 10 iterations, a snapshot every 2, two blocks
+  of VGG19 (stopping and resuming do not depend on the depth)."""
   config = starry.get_config('quick')
   config.image_size, config.max_iterations, config.snapshot_every = 48, 10, 2
+  config.content_layers = 'block2_conv2'
+  config.style_layers = 'block1_conv1,block2_conv1'
   for key, value in fields.items():
     config[key] = value
   return config
 
 
 STARRY_48 = ['--config=configs/starry.py:quick', '--config.image_size=48',
-             '--config.max_iterations=10', '--config.snapshot_every=2']
+             '--config.max_iterations=10', '--config.snapshot_every=2',
+             '--config.content_layers=block2_conv2',
+             '--config.style_layers=block1_conv1,block2_conv1']
 
 
 @pytest.mark.slow
@@ -507,7 +512,8 @@ def test_style_pyramid_runs_per_scale(tmp_path):
   # 64 then 128 px, the pyramid down to about 32 px: one coarse level at
   # the first scale, two at the second, each logged.
   config = _config(image_size=128, scales=2, scale_iterations='2,2',
-                   style_pyramid_size=32)
+                   style_pyramid_size=32, content_layers='block2_conv2',
+                   style_layers='block1_conv1,block2_conv1')
   lines = []
   result = transfer.run(config, tmp_path / 'run', log=lines.append)
   assert result['iterations'] == 4
