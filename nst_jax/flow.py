@@ -339,14 +339,18 @@ def _read_cache(folder: Path, key: str, gaps: tuple[int, ...]
       log.info('flow: %s was made for other frames or settings; recomputing',
                folder)
       return None
-    arrays = [np.load(folder / f'{name}.npy', mmap_mode='r',
-                      allow_pickle=False) for name in _ARRAYS]
+    return _open(folder, gaps)
   except FileNotFoundError:
     return None
   except (OSError, ValueError) as e:
     log.warning('flow: cannot read %s (%s); recomputing', folder, e)
     return None
-  return ClipFlow(gaps, *arrays)
+
+
+def _open(folder: Path, gaps: tuple[int, ...]) -> ClipFlow:
+  """The arrays in `folder`, memory-mapped read-only (raises if unreadable)."""
+  return ClipFlow(gaps, *(np.load(folder / f'{name}.npy', mmap_mode='r',
+                                  allow_pickle=False) for name in _ARRAYS))
 
 
 def cached_clip_flow(frames: np.ndarray, settings: FlowSettings,
@@ -379,7 +383,9 @@ def cached_clip_flow(frames: np.ndarray, settings: FlowSettings,
   files.atomic_write_text(partial / KEY_FILE, key)
   shutil.rmtree(folder, ignore_errors=True)
   os.replace(partial, folder)
-  return _read_cache(folder, key, settings.gaps)
+  # Opened as written, not through _read_cache: that one's None (recompute)
+  # would reach the caller as a clip without flow.
+  return _open(folder, settings.gaps)
 
 
 def end_point_error(flow: np.ndarray, true_flow: np.ndarray,

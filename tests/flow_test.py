@@ -243,3 +243,17 @@ def test_cache_is_reused_and_recomputed_when_the_clip_changes(
   assert all(isinstance(a, np.memmap) for a in stored[1:])
   for a, b in zip(stored[1:], real_clip_flow(changed, settings)[1:]):
     np.testing.assert_array_equal(a, b)
+
+
+@needs_cv2
+def test_fresh_flow_is_returned_even_if_the_cache_reader_refuses_it(
+    clip, tmp_path, monkeypatch):
+  # The cache reader answers None for anything it cannot use ("recompute");
+  # the flow just written must reach the caller all the same.
+  monkeypatch.setattr(flow, '_read_cache', lambda *a: None)
+  frames = clip.frames[:2]
+  stored = flow.cached_clip_flow(frames, flow.FlowSettings(gaps=(1,),
+                                                           preset='fast'),
+                                 tmp_path / 'flow')
+  assert isinstance(stored, flow.ClipFlow)
+  assert all(isinstance(a, np.memmap) for a in stored[1:])
