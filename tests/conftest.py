@@ -207,15 +207,19 @@ def assert_exact_on_every_path(params, spec, content, styles, x, weights,
   Each path takes its own targets (`compute_targets` with that path), so the
   tiled targets are checked too. `weights` as `combined_loss` takes them;
   `extra_targets` are added to the targets of every path (an extra term's
-  per-member inputs). Returns the plain path's terms (to check that the term
-  under test is not zero, which would make the check empty).
+  per-member inputs): a dict, or a function of the path's spec that returns
+  one (targets that a path computes its own way). Returns the plain path's
+  terms (to check that the term under test is not zero, which would make the
+  check empty).
   """
   results = {}
   for path in losses.MEMORY_PATHS:
     path_spec = dataclasses.replace(spec, memory=path)
+    extra = (extra_targets(path_spec) if callable(extra_targets)
+             else extra_targets)
     targets = dict(losses.compute_targets(params, content, styles, None,
                                           path_spec, key=key),
-                   **(extra_targets or {}))
+                   **(extra or {}))
     # Params, targets and weights are arguments: closed over, XLA would
     # embed and fold them as constants (slow to compile).
     results[path] = jax.jit(jax.value_and_grad(
