@@ -9,8 +9,10 @@ Ctrl-C or killed mid-pass continues to the same pixels.
 
 import importlib.util
 import os
+import re
 import signal
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -130,20 +132,27 @@ def _pixels(result) -> list[bytes]:
 @pytest.fixture(scope='module')
 def multipass_clip(clip_folder, tmp_path_factory):
   """One multipass clip (4 frames, 2 passes, a video written): (run's
-  result, its workdir, its log lines, the engine's member inputs per call)."""
+  result, its workdir, its log lines, the engine's member inputs per call,
+  the run's wall seconds)."""
   workdir, lines = tmp_path_factory.mktemp('multipass') / 'v', []
   with pytest.MonkeyPatch.context() as monkeypatch:
     seen = _record_member_inputs(monkeypatch)
+    start = time.perf_counter()
     result = video.run(_config(clip_folder, output='clip.webm'), workdir,
                        log=lines.append)
-  return result, workdir, lines, seen
+  return result, workdir, lines, seen, time.perf_counter() - start
 
 
 @pytest.mark.slow
 def test_multipass_writes_frames_video_strip_and_steadies_frames(
     multipass_clip):
-  result, workdir, lines, _ = multipass_clip
+  result, workdir, lines, _, seconds = multipass_clip
   assert len(result['frames']) == 4
+  # Each unit's time line accounts for that unit (the first one from the
+  # clip's start, or the process's), not for the process so far.
+  unit_seconds = [float(re.search(r'\(of ([0-9.]+)s\)$', l).group(1))
+                  for l in lines if '] time: ' in l]
+  assert len(unit_seconds) >= 3 and sum(unit_seconds[1:]) <= seconds
   # A pass's log names its first and last frame, not every one.
   (content,) = {l.split('] ', 1)[1].split(' -> ')[0] for l in lines
                 if l.startswith('[pass 1/') and '] content: ' in l}
@@ -221,7 +230,7 @@ def test_a_later_pass_pulls_its_second_half_to_the_first_halfs_results(
   # Pass 2 makes frames 0 and 2, then 1 and 3 (red-black): frame 1's
   # neighbour targets are frames 0 and 2 of pass 2, not of pass 1. (Four
   # frames: halves of one size share their compiled programs.)
-  result, workdir, _, seen = multipass_clip
+  result, workdir, _, seen, _ = multipass_clip
   assert [len(extra['temporal']['warped']) for _, extra in seen] == [4, 2, 2]
   _, odd = seen[2]
   warped = np.asarray(vgg.deprocess(odd['temporal']['warped'][0]))
