@@ -258,6 +258,9 @@ def run(spec: spec_lib.RunSpec, log: Log = print, *,
                                    runtime.describe_compiles(compiles)):
     log(line)
   log(phases.summary())
+  # The run's account ends with its line: a caller that runs the engine again
+  # (a clip's next unit) gets that run's own line, not the process's so far.
+  phases.start_run()
   return {'workdir': spec.workdir, 'sheet': sheet,
           'members': [dict(row, file=spec.workdir / row['file'] if spec.workdir
                            else row['file']) for row in rows],

@@ -5,8 +5,8 @@ is given to the innermost phase open, so nested phases never count twice.
 `start_run` begins a run's account: the first run of a process also gets
 'imports', everything from the process's start until then (Python, JAX and
 nst_jax imports, loading the config); a later run in the same process
-(tests, compare, the benchmark, each unit of a clip) starts from zero.
-`summary` is the line:
+(tests, compare, the benchmark, each unit of a clip) starts from zero:
+`engine.run` starts the next account after its line. `summary` is the line:
 
   time: imports 2.1s, device start 0.1s, weights 0.3s, ... (of 9.4s)
 

@@ -228,7 +228,6 @@ class _Clip:
           f'{str(e).split(";")[0]}; continue the clip with the same command '
           f'plus --config.resume={self.workdir}') from e
     self.seconds += time.perf_counter() - t0
-    phases.start_run()  # The next unit's time line starts here.
     if result['stopped_by']:  # during the unit's last chunk: it is done
       raise Interrupted(
           f'stopped by {result["stopped_by"]} after {what}, which is saved in '
@@ -290,8 +289,8 @@ def run(config: ml_collections.ConfigDict,
       config (`spec.parse`'s checks).
     Interrupted: Ctrl-C / SIGTERM; the state was saved.
   """
-  # The first unit's time line counts from here (and a process's imports),
-  # every later one from the end of the unit before it.
+  # The first unit's time line counts from here (and a process's imports);
+  # engine.run starts each later one where the unit before it ended.
   phases.start_run()
   vspec = video_spec.parse_video(config)
   if config.get('resume'):
