@@ -1,5 +1,7 @@
 """Tests for nst_jax.temporal against plain numpy sums."""
 
+from typing import NamedTuple
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -113,34 +115,38 @@ def test_temporal_error_without_any_neighbour_is_nan():
 # --- The term record: on every memory path, and mapped over frames.
 
 
-def _frame_images(key):
-  """content, x, style: float32[32, 32, 3] VGG inputs; a key for the rest."""
+class _Frame(NamedTuple):
+  """A 32 px frame's problem: its images (VGG inputs), loss spec, targets
+  (with two neighbours) and weights."""
+  content: jax.Array
+  x: jax.Array
+  style: jax.Array
+  spec: losses.LossSpec
+  targets: dict
+  weights: dict
+
+
+def _frame(random_params, key) -> _Frame:
   keys = jax.random.split(key, 4)
-  return (*(vgg.preprocess(jax.random.uniform(k, (32, 32, 3)))
-            for k in keys[:3]), keys[3])
-
-
-def _frame_problem(random_params, memory, key):
-  """A 32 px frame's loss spec, targets, weights and two neighbours."""
-  content, x, style, neighbour_key = _frame_images(key)
+  content, x, style = (vgg.preprocess(jax.random.uniform(k, (32, 32, 3)))
+                       for k in keys[:3])
   spec = losses.LossSpec(('block2_conv2',), ('block1_conv1', 'block2_conv1'),
-                         memory=memory, tile=8,
-                         extra_terms=(temporal.Temporal(),))
+                         tile=8, extra_terms=(temporal.Temporal(),))
   targets = losses.compute_targets(random_params, content, [style], None, spec)
-  warped = x + 20.0 * jax.random.normal(neighbour_key, (2, 32, 32, 3))
+  warped = x + 20.0 * jax.random.normal(keys[3], (2, 32, 32, 3))
   confidence = jnp.stack([jnp.ones((32, 32)).at[:16].set(0.0),
                           jnp.ones((32, 32))])
   targets['temporal'] = {'warped': warped, 'confidence': confidence}
   weights = {'content': 1.0, 'style': 1e3, 'tv': 0.0, 'temporal': 50.0,
              'content_layers': jnp.ones(1),
              'style_layers': jnp.asarray([1.0, 2.0])}
-  return spec, targets, weights, x
+  return _Frame(content, x, style, spec, targets, weights)
 
 
 def test_temporal_term_is_the_paper_loss_in_unit_pixels(random_params):
-  spec, targets, weights, x = _frame_problem(random_params, 'plain',
-                                             jax.random.key(3))
-  _, terms = losses.combined_loss(x, random_params, targets, weights, spec)
+  f = _frame(random_params, jax.random.key(3))
+  x, targets = f.x, f.targets
+  _, terms = losses.combined_loss(x, random_params, targets, f.weights, f.spec)
   # Frame 1 (gap 2) counts only where frame 0 (gap 1) has no confidence.
   diff = (np.asarray(x)[None] - np.asarray(targets['temporal']['warped'])) / 255
   mask = np.zeros((2, 32, 32))
@@ -153,30 +159,27 @@ def test_temporal_term_is_the_paper_loss_in_unit_pixels(random_params):
 
 def test_temporal_term_is_exact_on_every_memory_path(random_params,
                                                      exact_on_every_path):
-  content, x, style, _ = _frame_images(jax.random.key(4))
-  spec, targets, weights, _ = _frame_problem(random_params, 'plain',
-                                             jax.random.key(4))
-  plain = exact_on_every_path(random_params, spec, content, [style], x,
-                              weights, extra_targets={
-                                  'temporal': targets['temporal']})
+  f = _frame(random_params, jax.random.key(4))
+  plain = exact_on_every_path(random_params, f.spec, f.content, [f.style], f.x,
+                              f.weights,
+                              extra_targets={'temporal': f.targets['temporal']})
   assert float(plain['temporal']) > 0
 
 
 def test_temporal_term_maps_over_frames_with_their_own_neighbours(
     random_params):
-  frames = [_frame_problem(random_params, 'plain', jax.random.key(k))
-            for k in (5, 6)]
-  spec, weights = frames[0][0], frames[0][2]
+  frames = [_frame(random_params, jax.random.key(k)) for k in (5, 6)]
+  spec, weights = frames[0].spec, frames[0].weights
   stack = lambda *leaves: jnp.stack(leaves)
-  per_frame = jax.tree.map(stack, *[f[1]['temporal'] for f in frames])
-  shared = {k: v for k, v in frames[0][1].items() if k != 'temporal'}
-  xs = jnp.stack([f[3] for f in frames])
+  per_frame = jax.tree.map(stack, *[f.targets['temporal'] for f in frames])
+  shared = {k: v for k, v in frames[0].targets.items() if k != 'temporal'}
+  xs = jnp.stack([f.x for f in frames])
   mapped = jax.jit(jax.vmap(lambda x, t, p: losses.combined_loss(
       x, p, {**shared, 'temporal': t}, weights, spec)[1],
                             in_axes=(0, 0, None)))(xs, per_frame, random_params)
   for i, f in enumerate(frames):
-    _, one = losses.combined_loss(f[3], random_params,
-                                  {**shared, 'temporal': f[1]['temporal']},
+    _, one = losses.combined_loss(f.x, random_params,
+                                  {**shared, 'temporal': f.targets['temporal']},
                                   weights, spec)
     np.testing.assert_allclose(mapped['temporal'][i], one['temporal'],
                                rtol=1e-5)
@@ -185,9 +188,8 @@ def test_temporal_term_maps_over_frames_with_their_own_neighbours(
 
 def test_two_sided_temporal_term_adds_each_sides_long_term_loss(
     random_params):
-  spec, targets, weights, x = _frame_problem(random_params, 'plain',
-                                             jax.random.key(8))
-  one_side = targets['temporal']
+  f = _frame(random_params, jax.random.key(8))
+  x, one_side = f.x, f.targets['temporal']
   flipped = {'warped': one_side['warped'][::-1],
              'confidence': one_side['confidence'][::-1]}
   both = {k: jnp.concatenate([one_side[k], flipped[k]]) for k in one_side}
