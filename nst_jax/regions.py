@@ -340,7 +340,8 @@ def feather_masks(masks: np.ndarray, radius: float) -> np.ndarray:
 
 
 def check_aspect(field: str, label_hw: tuple[int, int], image_field: str,
-                 image_hw: tuple[int, int], problems: list[str]) -> bool:
+                 image_hw: tuple[int, int], problems: list[str],
+                 name: str = '') -> bool:
   """Appends a problem when the label image's aspect ratio differs > 1%.
 
   Compare against the image file's own (height, width), not its size in the
@@ -351,9 +352,10 @@ def check_aspect(field: str, label_hw: tuple[int, int], image_field: str,
   difference = abs(label_ratio / image_ratio - 1.0)
   if difference <= MAX_ASPECT_DIFFERENCE:
     return True
+  of = f' ({name!r})' if name else ''  # which of several styles
   problems.append(
-      f'config.{field} is {label_hw[1]}x{label_hw[0]} px (width/height '
-      f'{label_ratio:.3f}) but config.{image_field} is {image_hw[1]}x'
+      f'config.{field}{of} is {label_hw[1]}x{label_hw[0]} px (width/height '
+      f'{label_ratio:.3f}) but config.{image_field}{of} is {image_hw[1]}x'
       f'{image_hw[0]} ({image_ratio:.3f}), {difference:.1%} apart (over '
       f'{MAX_ASPECT_DIFFERENCE:.0%}): draw the label image over the '
       f'{image_field} image, or crop it to a {image_hw[1]}x{image_hw[0]} shape')
@@ -664,7 +666,7 @@ def plan(config, styles: Sequence[str], content_hws: Sequence[tuple[int, int]],
     style_maps[index] = label
     if style_hws[index]:
       check_aspect('style_regions', label.hw, 'style', style_hws[index],
-                   problems)
+                   problems, name=styles[index])
   if content is None:
     return None
   if not str(config.region_styles).strip():

@@ -335,7 +335,7 @@ def _finish(clip: _Clip, results: list[np.ndarray]) -> dict[str, Any]:
                                  float(start_s + t_count / fps))
     video = video_io.write_video(workdir / vspec.output, frames, fps,
                                  audio=audio)
-  log(f'video: {t_count} frames in {workdir / "frames"}'
+  log(f'video: {t_count} frame{"s" * (t_count != 1)} in {workdir / "frames"}'
       + (f', {video} at {float(fps):g} fps' if video else '')
       + f', strip {strip}; {progress.format_seconds(clip.seconds)} '
       f'({clip.seconds / t_count:.2f}s per frame)')

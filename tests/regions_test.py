@@ -250,6 +250,15 @@ def test_check_aspect():
       'config.content_regions is 256x192 px (width/height 1.333) but '
       'config.content is 1000x768 (1.302), 2.4% apart (over 1%): draw the '
       'label image over the content image, or crop it to a 1000x768 shape']
+  # A style's label image: the message names which of the styles it is.
+  problems = []
+  assert not regions.check_aspect('style_regions', (192, 243), 'style',
+                                  (1200, 942), problems, name='the_scream')
+  assert problems == [
+      "config.style_regions ('the_scream') is 243x192 px (width/height 1.266) "
+      "but config.style ('the_scream') is 942x1200 (0.785), 61.2% apart (over "
+      '1%): draw the label image over the style image, or crop it to a '
+      '942x1200 shape']
 
 
 def test_check_nonempty_at_the_deepest_layer(tmp_path):

@@ -158,6 +158,7 @@ def test_multipass_writes_frames_video_strip_and_steadies_frames(
                 if l.startswith('[pass 1/') and '] content: ' in l}
   assert content.endswith('frame_00003.png (4 photos)'), content
   assert 'frame_00001' not in content
+  assert lines[-1].startswith(f'video: 4 frames in {workdir / "frames"}, ')
   assert Image.open(result['frames'][0]).size == (48, 36)
   info = video_io.probe(result['video'])
   assert info.frame_count == 4 and info.fps == video_io.FOLDER_FPS
