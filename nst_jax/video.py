@@ -85,16 +85,6 @@ Log = Callable[[str], Any]
 RECORD = 'video.json'
 
 
-def frame_config(config: ml_collections.ConfigDict
-                 ) -> ml_collections.ConfigDict:
-  """The engine's config of a frame: `config` without its video section."""
-  values = config.to_dict()
-  values.pop('video', None)
-  out = ml_collections.ConfigDict(values)
-  out.resume = ''
-  return out
-
-
 def _later(config: ml_collections.ConfigDict, vspec: video_spec.VideoSpec
            ) -> ml_collections.ConfigDict:
   """A frame's config after the first pass / frame: one scale, fewer steps."""
@@ -128,7 +118,7 @@ class _Clip:
   def __init__(self, config, vspec: video_spec.VideoSpec, workdir: Path,
                log: Log):
     self.config, self.vspec, self.workdir, self.log = config, vspec, workdir, log
-    self.base = frame_config(config)
+    self.base = video_spec.frame_config(config)
     self.cache: dict = {}  # compiled programs, shared by the units
     self.seconds = 0.0
 
@@ -207,10 +197,7 @@ class _Clip:
     if results.is_file() and not state.is_file():
       rows = [json.loads(line) for line in results.read_text().splitlines()]
       return [unit / row['file'] for row in rows]
-    config = ml_collections.ConfigDict(config.to_dict())
-    config.sweep.content = contents
-    config.sweep.mode = 'grid'
-    config.sweep.chunk = self.vspec.chunk
+    config = video_spec.unit_config(config, contents, self.vspec.chunk)
     if state.is_file() and (unit / 'config.json').is_file():
       config.resume = str(unit)
       spec = spec_lib.parse(config, None, sweep=True)
@@ -255,7 +242,7 @@ class _Clip:
 def _check_record(config, workdir: Path) -> None:
   """Writes video.json, or checks that the run there had this config."""
   record = workdir / RECORD
-  wanted = json.loads(frame_config(config).to_json()) | {
+  wanted = json.loads(video_spec.frame_config(config).to_json()) | {
       'video': json.loads(config.video.to_json())}
   if record.is_file():
     saved = json.loads(record.read_text())['config']

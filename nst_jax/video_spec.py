@@ -2,21 +2,27 @@
 
 `default_video_config` is the section configs/video.py adds to a frame
 config; `parse_video` checks it, probing the input without decoding it, and
-reports every problem at once, before anything is read or compiled. The
-frame config itself is checked by `spec.parse`, as for any run.
+the frame config with `spec.parse` (on a blank stand-in of the frames' size),
+and reports every problem at once, before anything is written or compiled.
 """
 
 import dataclasses
 import difflib
+import tempfile
 from pathlib import Path
 from typing import Any
 
 import ml_collections
+from PIL import Image
 
+from nst_jax import image as image_lib
 from nst_jax import spec as spec_lib
 from nst_jax.errors import UserError
 
 VIDEO_MODES = ('multipass', 'sequential')
+# OpenCV's DIS optical flow refuses smaller frames (measured with OpenCV 5.1
+# on every size from 4x4 to 39x15, each preset).
+MIN_FLOW_SHORT_SIDE, MIN_FLOW_LONG_SIDE = 8, 12
 
 
 def default_video_config() -> ml_collections.ConfigDict:
@@ -80,6 +86,46 @@ class VideoSpec:
   fps: float | None
 
 
+def frame_config(config: ml_collections.ConfigDict
+                 ) -> ml_collections.ConfigDict:
+  """The engine's config of a frame: `config` without its video section."""
+  values = config.to_dict()
+  values.pop('video', None)
+  out = ml_collections.ConfigDict(values)
+  out.resume = ''
+  return out
+
+
+def unit_config(config: ml_collections.ConfigDict, contents: str, chunk: int
+                ) -> ml_collections.ConfigDict:
+  """The engine's config of a unit (a pass, a half or a frame): the frame
+  config `config` making the frames `contents` (PNGs, a comma list) as the
+  members of one sweep, `chunk` of them per compiled call."""
+  out = ml_collections.ConfigDict(config.to_dict())
+  out.sweep.content = contents
+  out.sweep.mode = 'grid'
+  out.sweep.chunk = chunk
+  return out
+
+
+def _frame_problems(config: ml_collections.ConfigDict, hw: tuple[int, int],
+                    members: int, chunk: int) -> list[str]:
+  """`spec.parse`'s problems with the frame config of a unit of `members`
+  frames of size `hw` (H, W): the checks read image headers only, so one
+  blank PNG of that size, named like the first input frame, stands in for
+  every frame and nothing is decoded or written in the workdir."""
+  with tempfile.TemporaryDirectory() as folder:
+    stand_in = Path(folder) / 'frame_00000.png'
+    Image.new('RGB', (hw[1], hw[0])).save(stand_in)
+    try:
+      spec_lib.parse(unit_config(frame_config(config),
+                                 ','.join([str(stand_in)] * members), chunk),
+                     False, sweep=True)
+    except UserError as e:
+      return str(e).splitlines()
+  return []
+
+
 def parse_video(config: ml_collections.ConfigDict) -> VideoSpec:
   """Checks config.video (probing its input, not decoding it).
 
@@ -87,7 +133,9 @@ def parse_video(config: ml_collections.ConfigDict) -> VideoSpec:
     UserError: every problem found, one line each: unknown fields, bad
       values, an input that is missing, unreadable, without frames or with
       frames of different sizes, a range outside the clip, an output format
-      that cannot be written, PyAV or OpenCV not installed.
+      that cannot be written, PyAV or OpenCV not installed, frames too small
+      for the optical flow; and `spec.parse`'s problems with the frame
+      config, for the first pass (multipass) or frame (sequential).
   """
   from nst_jax import flow  # pylint: disable=import-outside-toplevel
   from nst_jax import video_io  # pylint: disable=import-outside-toplevel
@@ -102,10 +150,13 @@ def parse_video(config: ml_collections.ConfigDict) -> VideoSpec:
     problems.append(f'config.video.{key} is not a field: ' + (
         f'did you mean {near[0]}?' if near else 'see configs/video.py'))
   where = 'config.video.'
+  selection_ok = all([spec_lib.check_number(video, field, problems,
+                                            where=where, **kwargs)
+                      for field, kwargs in (
+                          ('start', dict(integer=True, minimum=0)),
+                          ('frames', dict(integer=True, minimum=0)),
+                          ('every', dict(integer=True, minimum=1)))])
   for field, kwargs in (
-      ('start', dict(integer=True, minimum=0)),
-      ('frames', dict(integer=True, minimum=0)),
-      ('every', dict(integer=True, minimum=1)),
       ('passes', dict(integer=True, minimum=1, maximum=1000)),
       ('later_iterations', dict(integer=True, minimum=0)),
       ('temporal_weight', dict(minimum=0)),
@@ -156,12 +207,28 @@ def parse_video(config: ml_collections.ConfigDict) -> VideoSpec:
       info = video_io.probe(video.input)
     except UserError as e:
       problems.append(f'config.video.input: {e}')
-    if info is not None and not problems:
+    if info is not None and selection_ok:
       try:  # its messages name the fields
         indices = video_io.select_frames(info.frame_count, video.start,
                                          video.frames, video.every)
       except UserError as e:
         problems.append(str(e))
+  if info is not None:  # also beside other problems: all are reported at once
+    hw = info.hw  # the frames' size in the run, where image_size is usable
+    if spec_lib.check_number(config, 'image_size', [], integer=True,
+                             minimum=1, maximum=16384):
+      hw = image_lib.resized_hw(info.hw, config.image_size)
+      if min(hw) < MIN_FLOW_SHORT_SIDE or max(hw) < MIN_FLOW_LONG_SIDE:
+        problems.append(
+            f'config.image_size={config.image_size} makes the frames '
+            f'{hw[1]}x{hw[0]} px, too small for the optical flow (needs >= '
+            f'{MIN_FLOW_SHORT_SIDE} px on the short side and >= '
+            f'{MIN_FLOW_LONG_SIDE} on the long one): raise image_size')
+    chunk = video.get('chunk')
+    frames = len(indices) or max(1, info.frame_count)  # unselected: all
+    problems += _frame_problems(
+        config, hw, frames if video.get('mode') != 'sequential' else 1,
+        chunk if isinstance(chunk, int) and chunk >= 0 else 0)
   if problems:
     raise UserError('\n'.join(problems))
   return VideoSpec(info=info, indices=indices, mode=video.mode,

@@ -20,6 +20,7 @@ from PIL import Image
 
 from configs import video as video_config
 from nst_jax import color
+from nst_jax import flow as flow_lib
 from nst_jax import testclips
 from nst_jax import vgg
 from nst_jax import video
@@ -103,6 +104,52 @@ def test_bad_inputs_are_one_line_each(clip_folder, tmp_path):
   config = _config(clip_folder, colour=1)
   config.sweep.style_weight = '1,2'
   assert len(_problems(config)) == 2  # an unknown field and a sweep
+
+
+def test_the_frame_config_is_checked_with_the_video_fields(clip_folder,
+                                                          tmp_path):
+  # spec.parse's problems come with config.video's, all at once, before the
+  # frames or their flow are written (they came after the flow, and the
+  # refused clip left video.json, input/ and flow/ behind).
+  config = _config(clip_folder, passes=0, frames=9)
+  config.style = 'no_such_painting'
+  config.style_layers = 'block9_conv1'
+  with pytest.raises(UserError) as e:
+    video.run(config, tmp_path / 'v', log=lambda _: None)
+  lines = str(e.value).splitlines()
+  assert len(lines) == 4, lines
+  for line, start in zip(lines, (
+      'config.video.passes=0 must be >= 1',
+      'config.video.frames=9 from start=0 every=1 needs frame 8',
+      'config.style_layers has unknown layer(s) block9_conv1',
+      "config.style: 'no_such_painting' is neither")):
+    assert line.startswith(start), line
+  assert not (tmp_path / 'v').exists()
+
+
+def test_frames_too_small_for_the_flow_are_refused(clip_folder):
+  # Layers that accept tiny pictures: only the flow limits the size.
+  config = _config(clip_folder)
+  config.content_layers = config.style_layers = 'block1_conv1'
+  config.image_size = 10
+  assert _problems(config) == [
+      'config.image_size=10 makes the frames 10x8 px, too small for the '
+      'optical flow (needs >= 8 px on the short side and >= 12 on the long '
+      'one): raise image_size']
+  config.image_size = 12
+  video_spec.parse_video(config)  # 12x9 px
+  # The limits are OpenCV's: the smallest frames it takes, and no smaller.
+  short, long = video_spec.MIN_FLOW_SHORT_SIDE, video_spec.MIN_FLOW_LONG_SIDE
+  for hw, works in (((short, long), True), ((long, short), True),
+                    ((short - 1, long), False), ((short, long - 1), False),
+                    ((long - 1, long - 1), False)):
+    frame = np.random.default_rng(0).random(hw + (3,), np.float32)
+    try:
+      flow_lib.optical_flow(frame, frame, preset='fine')
+      worked = True
+    except Exception:  # pylint: disable=broad-except  # cv2.error
+      worked = False
+    assert worked == works, hw
 
 
 @pytest.mark.parametrize('module', ['av', 'cv2'])
@@ -262,7 +309,7 @@ def test_regions_keep_their_terms_beside_the_temporal_one(clip_folder):
   config.content_regions = 'configs/regions/tubingen_sky.png'
   config.region_styles = 'blue=starry_night, white=none'
   config.region_photo_weight = 10.0
-  spec = video._with_temporal(video.spec_lib.parse(video.frame_config(config),
+  spec = video._with_temporal(video.spec_lib.parse(video_spec.frame_config(config),
                                                    workdir=False), 1e10, 2)
   for loss_spec in (spec.loss_spec, *spec.scale_loss_specs):
     assert [type(t).__name__ for t in loss_spec.extra_terms] == [
