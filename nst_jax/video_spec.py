@@ -108,12 +108,31 @@ def unit_config(config: ml_collections.ConfigDict, contents: str, chunk: int
   return out
 
 
-def _frame_problems(config: ml_collections.ConfigDict, hw: tuple[int, int],
-                    members: int, chunk: int) -> list[str]:
-  """`spec.parse`'s problems with the frame config of a unit of `members`
-  frames of size `hw` (H, W): the checks read image headers only, so one
-  blank PNG of that size, named like the first input frame, stands in for
-  every frame and nothing is decoded or written in the workdir."""
+def _frame_problems(config: ml_collections.ConfigDict, info: Any,
+                    indices: range) -> list[str]:
+  """The problems of the frames the clip would make: too small for the
+  optical flow, and `spec.parse`'s with the frame config of the first unit
+  (every frame of pass 1 in multipass, one frame in sequential).
+
+  `spec.parse` reads image headers only, so one blank PNG of the frames'
+  size, named like the first input frame, stands in for every frame:
+  nothing is decoded, and nothing is written in the workdir.
+  """
+  video, problems = config.video, []
+  hw = info.hw  # the frames' size in the run, where image_size is usable
+  if spec_lib.check_number(config, 'image_size', [], integer=True, minimum=1,
+                           maximum=16384):
+    hw = image_lib.resized_hw(info.hw, config.image_size)
+    if min(hw) < MIN_FLOW_SHORT_SIDE or max(hw) < MIN_FLOW_LONG_SIDE:
+      problems.append(
+          f'config.image_size={config.image_size} makes the frames '
+          f'{hw[1]}x{hw[0]} px, too small for the optical flow (needs >= '
+          f'{MIN_FLOW_SHORT_SIDE} px on the short side and >= '
+          f'{MIN_FLOW_LONG_SIDE} on the long one): raise image_size')
+  members = 1 if video.get('mode') == 'sequential' else (
+      len(indices) or max(1, info.frame_count))  # no selection yet: all
+  chunk = video.get('chunk')
+  chunk = chunk if isinstance(chunk, int) and chunk >= 0 else 0
   with tempfile.TemporaryDirectory() as folder:
     stand_in = Path(folder) / 'frame_00000.png'
     Image.new('RGB', (hw[1], hw[0])).save(stand_in)
@@ -122,8 +141,8 @@ def _frame_problems(config: ml_collections.ConfigDict, hw: tuple[int, int],
                                  ','.join([str(stand_in)] * members), chunk),
                      False, sweep=True)
     except UserError as e:
-      return str(e).splitlines()
-  return []
+      problems += str(e).splitlines()
+  return problems
 
 
 def parse_video(config: ml_collections.ConfigDict) -> VideoSpec:
@@ -150,12 +169,10 @@ def parse_video(config: ml_collections.ConfigDict) -> VideoSpec:
     problems.append(f'config.video.{key} is not a field: ' + (
         f'did you mean {near[0]}?' if near else 'see configs/video.py'))
   where = 'config.video.'
-  selection_ok = all([spec_lib.check_number(video, field, problems,
-                                            where=where, **kwargs)
-                      for field, kwargs in (
-                          ('start', dict(integer=True, minimum=0)),
-                          ('frames', dict(integer=True, minimum=0)),
-                          ('every', dict(integer=True, minimum=1)))])
+  selection_ok = all([spec_lib.check_number(  # (a list: check all three)
+      video, field, problems, integer=True, minimum=minimum, where=where)
+                      for field, minimum in (('start', 0), ('frames', 0),
+                                             ('every', 1))])
   for field, kwargs in (
       ('passes', dict(integer=True, minimum=1, maximum=1000)),
       ('later_iterations', dict(integer=True, minimum=0)),
@@ -213,22 +230,8 @@ def parse_video(config: ml_collections.ConfigDict) -> VideoSpec:
                                          video.frames, video.every)
       except UserError as e:
         problems.append(str(e))
-  if info is not None:  # also beside other problems: all are reported at once
-    hw = info.hw  # the frames' size in the run, where image_size is usable
-    if spec_lib.check_number(config, 'image_size', [], integer=True,
-                             minimum=1, maximum=16384):
-      hw = image_lib.resized_hw(info.hw, config.image_size)
-      if min(hw) < MIN_FLOW_SHORT_SIDE or max(hw) < MIN_FLOW_LONG_SIDE:
-        problems.append(
-            f'config.image_size={config.image_size} makes the frames '
-            f'{hw[1]}x{hw[0]} px, too small for the optical flow (needs >= '
-            f'{MIN_FLOW_SHORT_SIDE} px on the short side and >= '
-            f'{MIN_FLOW_LONG_SIDE} on the long one): raise image_size')
-    chunk = video.get('chunk')
-    frames = len(indices) or max(1, info.frame_count)  # unselected: all
-    problems += _frame_problems(
-        config, hw, frames if video.get('mode') != 'sequential' else 1,
-        chunk if isinstance(chunk, int) and chunk >= 0 else 0)
+  if info is not None:  # beside the other problems: all are reported at once
+    problems += _frame_problems(config, info, indices)
   if problems:
     raise UserError('\n'.join(problems))
   return VideoSpec(info=info, indices=indices, mode=video.mode,
