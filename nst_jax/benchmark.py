@@ -29,7 +29,7 @@ import subprocess
 import sys
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +38,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from nst_jax import engine
+from nst_jax import files
 from nst_jax import memory
 from nst_jax import problem as problem_lib
 from nst_jax import programs
@@ -45,9 +46,59 @@ from nst_jax import runtime
 from nst_jax import spec as spec_lib
 from nst_jax import vgg
 from nst_jax import weights as weights_lib
+from nst_jax.errors import UserError
 
 OPTIMIZERS = ('lbfgs', 'lbfgs_batched', 'scipy_lbfgsb', 'optax_lbfgs', 'adam',
               'jaxopt_defaults')
+
+
+def check_flags(*, budgets: Sequence[str], optimizers: Sequence[str],
+                memory_sizes: Sequence[str], memory_paths: Sequence[str],
+                sweep_batch: Sequence[str], out: str) -> dict[str, Any]:
+  """scripts/benchmark.py's list flags and --out, checked before anything
+  runs, so that a typo does not end a long benchmark without its report.
+
+  Returns:
+    {'budgets', 'memory_sizes', 'sweep_batch': lists of int, 'out': Path}.
+
+  Raises:
+    UserError: every problem, one line each.
+  """
+  problems: list[str] = []
+
+  def whole_numbers(flag: str, values: Sequence[str], minimum: int) -> list[int]:
+    try:
+      numbers = [int(v) for v in values]
+      if all(n >= minimum for n in numbers):
+        return numbers
+    except ValueError:
+      pass
+    problems.append(f'--{flag}={",".join(values)}: give comma-separated '
+                    f'whole numbers >= {minimum}')
+    return []
+  checked: dict[str, Any] = {
+      'budgets': whole_numbers('budgets', budgets, 1),
+      'memory_sizes': whole_numbers('memory_sizes', memory_sizes, 1),
+      'sweep_batch': whole_numbers('sweep_batch', sweep_batch, 0)}
+  for flag, given, known in (('optimizers', optimizers, OPTIMIZERS),
+                             ('memory_paths', memory_paths, memory.MEMORY_MODES)):
+    unknown = sorted(set(given) - set(known))
+    if unknown:
+      problems.append(f'--{flag}: unknown {", ".join(unknown)}; choose from '
+                      f'{",".join(known)}')
+  try:
+    checked['out'] = files.user_path(out)
+    if checked['out'].is_dir():
+      problems.append(f'--out={out} is a directory: name the JSON file, e.g. '
+                      f'{checked["out"] / "benchmark.json"}')
+    else:
+      files.check_writable_folder('the folder of --out', checked['out'].parent,
+                                  problems)
+  except UserError as e:
+    problems.append(f'--out={e}')
+  if problems:
+    raise UserError('\n'.join(problems))
+  return checked
 
 
 def _config(size: int, **fields):

@@ -63,6 +63,26 @@ def user_path(text: str | os.PathLike[str]) -> Path:
   return path
 
 
+def check_writable_folder(where: str, folder: Path, problems: list[str]
+                          ) -> None:
+  """Appends a problem unless `folder` is, or can be made, a writable
+  directory; `where` names the option (e.g. '--workdir')."""
+  probe = folder
+  while not probe.exists() and probe != probe.parent:
+    if probe.is_symlink():  # dangling, or a loop
+      problems.append(f'{where}={folder}: {probe} is a symbolic link to '
+                      f'{os.readlink(probe)}, which leads nowhere: create '
+                      'its target or choose another path')
+      return
+    probe = probe.parent
+  if not probe.is_dir():
+    problems.append(f'{where}={folder} is not a directory ({probe} is a file): '
+                    'choose a directory path')
+  elif not os.access(probe, os.W_OK | os.X_OK):
+    problems.append(f'{where}={folder} is not writable ({probe} does not '
+                    'allow writing): choose a directory you can write to')
+
+
 def atomic_write(path: str | os.PathLike[str],
                  write: Callable[[BinaryIO], Any]) -> Path:
   """Writes a file through `write(f)` so that it appears whole or not at all.

@@ -504,24 +504,6 @@ def default_workdir(config: ml_collections.ConfigDict, sweep: bool = False
   return Path('outputs') / (f'sweep-{name}' if sweep else name)
 
 
-def _check_folder(where: str, folder: Path, problems: list[str]) -> None:
-  """A problem unless `folder` is, or can be made, a writable directory."""
-  probe = folder
-  while not probe.exists() and probe != probe.parent:
-    if probe.is_symlink():  # dangling, or a loop
-      problems.append(f'{where}={folder}: {probe} is a symbolic link to '
-                      f'{os.readlink(probe)}, which leads nowhere: create '
-                      'its target or choose another path')
-      return
-    probe = probe.parent
-  if not probe.is_dir():
-    problems.append(f'{where}={folder} is not a directory ({probe} is a file): '
-                    'choose a directory path')
-  elif not os.access(probe, os.W_OK | os.X_OK):
-    problems.append(f'{where}={folder} is not writable ({probe} does not '
-                    'allow writing): choose a directory you can write to')
-
-
 def _check_workdir(text: str | os.PathLike, problems: list[str]
                    ) -> Path | None:
   """The workdir a user named, as a Path, with a problem unless a new run
@@ -538,7 +520,7 @@ def _check_workdir(text: str | os.PathLike, problems: list[str]
                       'choose a new --workdir (or delete that one) so it is '
                       'not overwritten')
     else:
-      _check_folder('--workdir', workdir, problems)
+      files.check_writable_folder('--workdir', workdir, problems)
   except UserError as e:
     problems.append(f'--workdir={e}')
     return None
@@ -691,8 +673,8 @@ def _check_fields(config, problems: list[str]) -> None:
   cache = config.get('compilation_cache')
   if isinstance(cache, str) and cache not in ('', 'off'):
     try:
-      _check_folder('config.compilation_cache', files.user_path(cache),
-                    problems)
+      files.check_writable_folder('config.compilation_cache',
+                                  files.user_path(cache), problems)
     except UserError as e:
       problems.append(f'config.compilation_cache={e}')
 

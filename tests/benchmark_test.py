@@ -3,6 +3,7 @@
 import pytest
 
 from nst_jax import benchmark
+from nst_jax.errors import UserError
 
 
 @pytest.fixture(autouse=True)
@@ -79,3 +80,40 @@ def test_counting_loss_counts_a_batched_call_once():
   jax.block_until_ready(jax.jit(jax.grad(loss))(jnp.ones(3), 2.0))
   jax.effects_barrier()
   assert len(calls) == 2
+
+
+def test_flags_are_checked_before_anything_runs(tmp_path):
+  # A typo in a list flag, or an --out that cannot be written, used to end
+  # the benchmark after its rows with a traceback and no report.
+  flags = dict(budgets=['50', '100'], optimizers=['lbfgs'],
+               memory_sizes=[], memory_paths=['auto', 'tiles'],
+               sweep_batch=['1', '0'], out=str(tmp_path / 'new' / 'b.json'))
+  assert benchmark.check_flags(**flags) == {
+      'budgets': [50, 100], 'memory_sizes': [], 'sweep_batch': [1, 0],
+      'out': tmp_path / 'new' / 'b.json'}
+  (tmp_path / 'file').write_text('')
+  with pytest.raises(UserError) as e:
+    benchmark.check_flags(**{
+        **flags, 'budgets': ['5', 'a'], 'memory_sizes': ['0'],
+        'sweep_batch': ['-1'], 'optimizers': ['lbfgs', 'bfgs'],
+        'memory_paths': ['disk'], 'out': str(tmp_path / 'file' / 'b.json')})
+  assert str(e.value).splitlines() == [
+      '--budgets=5,a: give comma-separated whole numbers >= 1',
+      '--memory_sizes=0: give comma-separated whole numbers >= 1',
+      '--sweep_batch=-1: give comma-separated whole numbers >= 0',
+      '--optimizers: unknown bfgs; choose from ' + ','.join(benchmark.OPTIMIZERS),
+      '--memory_paths: unknown disk; choose from auto,plain,remat,tiles',
+      f'the folder of --out={tmp_path / "file"} is not a directory '
+      f'({tmp_path / "file"} is a file): choose a directory path']
+  with pytest.raises(UserError, match=r'^--out=.* is a directory: name the '
+                     r'JSON file, e\.g\. .*benchmark\.json$'):
+    benchmark.check_flags(**{**flags, 'out': str(tmp_path)})
+
+
+def test_the_script_refuses_bad_flags_in_one_line_each(run_script, user_error,
+                                                       tmp_path):
+  done = run_script('benchmark.py', '--budgets=50,lots',
+                    f'--out={tmp_path}', check=False)
+  user_error(done, '--budgets=50,lots', f'--out={tmp_path} is a directory',
+             lines=2)
+  assert not list(tmp_path.iterdir())
