@@ -168,6 +168,8 @@ NO_KEPT_REGION = ('config.sweep.region_photo_weight is set but no region keeps '
 MAX_MEMBERS = 4096
 # Loss weights are float32 on the device: a larger one is infinite there.
 MAX_WEIGHT = 1e38
+# config.image_size's largest value, px (video_spec's frame check uses it too).
+MAX_IMAGE_SIZE = 16384
 # Fields that may differ between an interrupted run and its resumption
 # (sweep.batch: how members share a device changes the arithmetic's order,
 # not the run).
@@ -613,7 +615,7 @@ def _check_fields(config, problems: list[str]) -> None:
           'see configs/default.py for the fields'
       problems.append(f'{section}{key} is not a field: {hint}')
   for field, kwargs in (
-      ('image_size', dict(integer=True, minimum=1, maximum=16384)),
+      ('image_size', dict(integer=True, minimum=1, maximum=MAX_IMAGE_SIZE)),
       ('style_scale', dict(minimum=1e-3, maximum=16)),
       ('scales', dict(integer=True, minimum=1, maximum=8)),
       ('scale_ratio', dict(minimum=1.01, maximum=8)),

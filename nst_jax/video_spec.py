@@ -121,7 +121,7 @@ def _frame_problems(config: ml_collections.ConfigDict, info: Any,
   video, problems = config.video, []
   hw = info.hw  # the frames' size in the run, where image_size is usable
   if spec_lib.check_number(config, 'image_size', [], integer=True, minimum=1,
-                           maximum=16384):
+                           maximum=spec_lib.MAX_IMAGE_SIZE):
     hw = image_lib.resized_hw(info.hw, config.image_size)
     if min(hw) < MIN_FLOW_SHORT_SIDE or max(hw) < MIN_FLOW_LONG_SIDE:
       problems.append(
