@@ -560,11 +560,11 @@ def check_resume(config: ml_collections.ConfigDict) -> Path:
     raise UserError(f'{where} holds no interrupted run (it finished: no '
                     f'{STATE_FILE} is left): start a new run with another '
                     '--workdir')
-  current = _dotted_fields(json.loads(config.to_json()))
+  current = dotted_fields(json.loads(config.to_json()))
   # Fields added to nst_jax after the run was saved: at these values they
   # change nothing.
-  saved = {**_dotted_fields(json.loads(default_config_for(saved_dict).to_json())),
-           **_dotted_fields(saved_dict)}
+  saved = {**dotted_fields(json.loads(default_config_for(saved_dict).to_json())),
+           **dotted_fields(saved_dict)}
   changed = sorted(k for k in set(saved) | set(current)
                    if k not in RESUMABLE_CHANGES and saved.get(k) != current.get(k))
   if changed:
@@ -590,12 +590,12 @@ def check_resume(config: ml_collections.ConfigDict) -> Path:
   return workdir
 
 
-def _dotted_fields(config_dict: Mapping[str, Any], prefix: str = '') -> dict:
+def dotted_fields(config_dict: Mapping[str, Any], prefix: str = '') -> dict:
   """{'image_size': 512, 'sweep.chunk': 0, ...}: a nested dict's leaves."""
   out = {}
   for key, value in config_dict.items():
     if isinstance(value, Mapping):
-      out.update(_dotted_fields(value, f'{prefix}{key}.'))
+      out.update(dotted_fields(value, f'{prefix}{key}.'))
     else:
       out[f'{prefix}{key}'] = value
   return out

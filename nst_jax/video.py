@@ -247,10 +247,9 @@ def _check_record(config, workdir: Path) -> None:
   if record.is_file():
     saved = json.loads(record.read_text())['config']
     if saved != wanted:
-      changed = sorted(k for k in set(spec_lib._dotted_fields(saved))  # pylint: disable=protected-access
-                       | set(spec_lib._dotted_fields(wanted))  # pylint: disable=protected-access
-                       if spec_lib._dotted_fields(saved).get(k)  # pylint: disable=protected-access
-                       != spec_lib._dotted_fields(wanted).get(k))  # pylint: disable=protected-access
+      had, has = spec_lib.dotted_fields(saved), spec_lib.dotted_fields(wanted)
+      changed = sorted(k for k in had.keys() | has.keys()
+                       if had.get(k) != has.get(k))
       raise UserError(f'{workdir} holds a video run with other settings '
                       f'({", ".join(changed)}): continue it with the same '
                       'config, or choose a new --workdir')

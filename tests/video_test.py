@@ -317,6 +317,18 @@ def test_regions_keep_their_terms_beside_the_temporal_one(clip_folder):
   assert spec.members[0].loss_weights['temporal'] == 1e10
 
 
+def test_a_workdir_continues_only_its_own_settings(clip_folder, tmp_path):
+  config = _config(clip_folder)
+  video._check_record(config, tmp_path)  # pylint: disable=protected-access
+  video._check_record(config, tmp_path)  # pylint: disable=protected-access
+  other = _config(clip_folder, passes=3)
+  other.style_weight = 1.0
+  with pytest.raises(UserError, match=r'^.* holds a video run with other '
+                     r'settings \(style_weight, video\.passes\): continue it '
+                     r'with the same config, or choose a new --workdir$'):
+    video._check_record(other, tmp_path)  # pylint: disable=protected-access
+
+
 def test_a_clip_in_use_is_refused_before_writing(clip_folder, tmp_path):
   with workdir_lib.claim(tmp_path / 'v', resume=True):
     with pytest.raises(UserError, match=r'^--workdir=.* is in use by another '
